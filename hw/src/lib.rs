@@ -1,0 +1,27 @@
+//! The packet I/O boundary of the dataplane.
+//!
+//! Everything the packet engine touches of the outside world goes through this crate:
+//! packet buffers ([`PacketBuf`], drawn from a [`BufferPool`]) and ports ([`Port`]: batch
+//! receive and batch transmit). Each port kind has a real implementation (DPDK, TAP,
+//! AF_PACKET: later issues) and a simulated one ([`virtual_wire`]), so the engine above is
+//! the same code in production and in the deterministic simulation.
+//!
+//! Wrappers stack on any port, as smoltcp's device wrappers do: [`ImpairedPort`] injects
+//! seeded loss, corruption and delay; [`PcapPort`] writes every frame to a pcap file.
+
+mod buffer;
+mod impair;
+mod pcap;
+mod port;
+mod time;
+mod virtual_nic;
+
+pub use buffer::{
+    BufferPool, PacketBuf, PacketMeta, PacketVec, BUF_DATA_ROOM, BUF_HEADROOM, BUF_SIZE,
+    VECTOR_SIZE,
+};
+pub use impair::{ImpairedPort, Impairments};
+pub use pcap::{PcapError, PcapPort};
+pub use port::{MacAddr, Port, PortDropReason, PortStats};
+pub use time::Timestamp;
+pub use virtual_nic::{virtual_wire, LinkHandle, VirtualPort, WireConfig};
