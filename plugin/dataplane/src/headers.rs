@@ -1,0 +1,154 @@
+//! Offsets and in-place helpers for the headers the fast path reads and rewrites.
+//!
+//! The graph edits headers in the packet buffer itself (TTL, checksums, MACs), so it works
+//! on raw bytes at fixed offsets rather than parsing into owned structures. Tests check
+//! every result with an independent parser (etherparse).
+
+use std::net::Ipv4Addr;
+
+pub const ETH_HDR_LEN: usize = 14;
+pub const ETH_DST: usize = 0;
+pub const ETH_SRC: usize = 6;
+pub const ETH_TYPE: usize = 12;
+
+pub const ETHERTYPE_IP4: u16 = 0x0800;
+pub const ETHERTYPE_ARP: u16 = 0x0806;
+pub const ETHERTYPE_IP6: u16 = 0x86dd;
+pub const ETHERTYPE_VLAN: u16 = 0x8100;
+
+/// Offsets inside the IPv4 header (from the start of the IP header).
+pub const IP4_MIN_HDR_LEN: usize = 20;
+pub const IP4_TOTAL_LEN: usize = 2;
+pub const IP4_FRAG: usize = 6;
+pub const IP4_TTL: usize = 8;
+pub const IP4_PROTO: usize = 9;
+pub const IP4_CSUM: usize = 10;
+pub const IP4_SRC: usize = 12;
+pub const IP4_DST: usize = 16;
+/// Don't-fragment flag in the flags/fragment-offset word.
+pub const IP4_DF: u16 = 0x4000;
+pub const IP4_MF: u16 = 0x2000;
+pub const IP4_OFFSET_MASK: u16 = 0x1fff;
+
+pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+
+pub const ICMP_HDR_LEN: usize = 8;
+pub const ICMP_ECHO_REPLY: u8 = 0;
+pub const ICMP_DEST_UNREACHABLE: u8 = 3;
+pub const ICMP_ECHO_REQUEST: u8 = 8;
+pub const ICMP_TIME_EXCEEDED: u8 = 11;
+
+/// ARP over Ethernet for IPv4: offsets from the start of the ARP header.
+pub const ARP_LEN: usize = 28;
+pub const ARP_OP: usize = 6;
+pub const ARP_SHA: usize = 8;
+pub const ARP_SPA: usize = 14;
+pub const ARP_THA: usize = 18;
+pub const ARP_TPA: usize = 24;
+pub const ARP_OP_REQUEST: u16 = 1;
+pub const ARP_OP_REPLY: u16 = 2;
+
+#[inline]
+pub fn read_u16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+#[inline]
+pub fn write_u16(b: &mut [u8], at: usize, v: u16) {
+    b[at..at + 2].copy_from_slice(&v.to_be_bytes());
+}
+
+#[inline]
+pub fn read_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+#[inline]
+pub fn write_u32(b: &mut [u8], at: usize, v: u32) {
+    b[at..at + 4].copy_from_slice(&v.to_be_bytes());
+}
+
+#[inline]
+pub fn read_ip(b: &[u8], at: usize) -> Ipv4Addr {
+    Ipv4Addr::from(read_u32(b, at))
+}
+
+/// The one's-complement sum of `data` folded to 16 bits (not inverted).
+#[inline]
+pub fn ones_complement_sum(data: &[u8], initial: u32) -> u16 {
+    let mut sum = initial as u64;
+    let mut chunks = data.chunks_exact(2);
+    for c in &mut chunks {
+        sum += u64::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    if let [last] = chunks.remainder() {
+        sum += u64::from(*last) << 8;
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
+/// The Internet checksum of `data` (RFC 1071), ready to store.
+#[inline]
+pub fn internet_checksum(data: &[u8]) -> u16 {
+    !ones_complement_sum(data, 0)
+}
+
+/// The IPv4 header checksum is valid when the header sums to 0xffff.
+#[inline]
+pub fn ip4_header_checksum_ok(hdr: &[u8]) -> bool {
+    ones_complement_sum(hdr, 0) == 0xffff
+}
+
+/// Recomputes and stores the IPv4 header checksum.
+#[inline]
+pub fn ip4_set_header_checksum(hdr: &mut [u8]) {
+    hdr[IP4_CSUM] = 0;
+    hdr[IP4_CSUM + 1] = 0;
+    let c = internet_checksum(hdr);
+    write_u16(hdr, IP4_CSUM, c);
+}
+
+/// Incremental checksum update when one 16-bit word changes from `old` to `new`
+/// (RFC 1624, equation 3: HC' = ~(~HC + ~m + m')).
+#[inline]
+pub fn checksum_update16(checksum: u16, old: u16, new: u16) -> u16 {
+    let mut sum = u32::from(!checksum) + u32::from(!old) + u32::from(new);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    !(sum as u16)
+}
+
+#[inline]
+pub fn is_unicast_source(ip: Ipv4Addr) -> bool {
+    !(ip.is_multicast() || ip.is_broadcast() || ip.is_unspecified())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn incremental_update_matches_full_recompute() {
+        let mut hdr = [
+            0x45, 0x00, 0x00, 0x54, 0x12, 0x34, 0x40, 0x00, 0x40, 0x01, 0, 0, 10, 0, 0, 1, 10,
+            0, 1, 2,
+        ];
+        ip4_set_header_checksum(&mut hdr);
+        for ttl in (1..=64u8).rev() {
+            let old = read_u16(&hdr, IP4_TTL);
+            hdr[IP4_TTL] = ttl - 1;
+            let new = read_u16(&hdr, IP4_TTL);
+            let c = checksum_update16(read_u16(&hdr, IP4_CSUM), old, new);
+            write_u16(&mut hdr, IP4_CSUM, c);
+            assert!(ip4_header_checksum_ok(&hdr), "ttl {ttl}");
+            let mut copy = hdr;
+            ip4_set_header_checksum(&mut copy);
+            assert_eq!(copy[IP4_CSUM..IP4_CSUM + 2], hdr[IP4_CSUM..IP4_CSUM + 2]);
+        }
+    }
+}

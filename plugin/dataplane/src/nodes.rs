@@ -1,0 +1,691 @@
+//! The graph nodes of the IPv4 path, in dispatch order.
+//!
+//! ```text
+//!  rx -> ethernet-input -> arp ------------------------------------> interface-output -> tx
+//!                      \-> ip4-input -> ip4-lookup -> ip4-rewrite --/
+//!                                            |   \         |
+//!                                            |    \-> icmp-error <-/  (ttl, mtu)
+//!                                            v          |  ^
+//!                                        ip4-local -----+--/  (echo reply, unreachable)
+//!                                            \---> ip4-lookup (replies are routed)
+//! ```
+
+use std::net::Ipv4Addr;
+
+use contiv_hw::{MacAddr, PacketBuf, PacketVec, Timestamp};
+
+use crate::counters::Counter;
+use crate::graph::{GraphNode, Next, NodeCx};
+use crate::headers::*;
+use crate::tables::{Adjacency, Interface};
+
+pub const ETHERNET_INPUT: &str = "ethernet-input";
+pub const ARP: &str = "arp";
+pub const IP4_INPUT: &str = "ip4-input";
+pub const IP4_LOOKUP: &str = "ip4-lookup";
+pub const IP4_LOCAL: &str = "ip4-local";
+pub const IP4_REWRITE: &str = "ip4-rewrite";
+pub const ICMP_ERROR: &str = "icmp-error";
+pub const INTERFACE_OUTPUT: &str = "interface-output";
+
+/// The standard IPv4 graph, in dispatch order.
+pub fn ip4_graph_nodes(icmp: IcmpErrorConfig) -> Vec<Box<dyn GraphNode>> {
+    vec![
+        Box::new(EthernetInput),
+        Box::new(ArpNode),
+        Box::new(Ip4Input),
+        Box::new(Ip4Lookup),
+        Box::new(Ip4Local),
+        Box::new(Ip4Rewrite),
+        Box::new(IcmpError::new(icmp)),
+        Box::new(InterfaceOutput),
+    ]
+}
+
+/// The ICMP error to build, carried in `meta.scratch` to icmp-error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IcmpErrorSpec {
+    pub icmp_type: u8,
+    pub code: u8,
+    /// The next-hop MTU, for "fragmentation needed".
+    pub mtu: u16,
+}
+
+impl IcmpErrorSpec {
+    pub const NET_UNREACHABLE: IcmpErrorSpec = IcmpErrorSpec { icmp_type: ICMP_DEST_UNREACHABLE, code: 0, mtu: 0 };
+    pub const PROTOCOL_UNREACHABLE: IcmpErrorSpec = IcmpErrorSpec { icmp_type: ICMP_DEST_UNREACHABLE, code: 2, mtu: 0 };
+    pub const PORT_UNREACHABLE: IcmpErrorSpec = IcmpErrorSpec { icmp_type: ICMP_DEST_UNREACHABLE, code: 3, mtu: 0 };
+    pub const TTL_EXCEEDED: IcmpErrorSpec = IcmpErrorSpec { icmp_type: ICMP_TIME_EXCEEDED, code: 0, mtu: 0 };
+
+    pub fn fragmentation_needed(mtu: u16) -> Self {
+        IcmpErrorSpec { icmp_type: ICMP_DEST_UNREACHABLE, code: 4, mtu }
+    }
+
+    fn encode(self) -> u32 {
+        (u32::from(self.icmp_type) << 24) | (u32::from(self.code) << 16) | u32::from(self.mtu)
+    }
+
+    fn decode(v: u32) -> Self {
+        IcmpErrorSpec { icmp_type: (v >> 24) as u8, code: (v >> 16) as u8, mtu: v as u16 }
+    }
+}
+
+#[inline]
+fn to_icmp_error(next: &mut Next<'_>, edge: usize, mut pkt: PacketBuf, spec: IcmpErrorSpec) {
+    pkt.meta.scratch = spec.encode();
+    next.enqueue(edge, pkt);
+}
+
+fn describe_ip4(d: &[u8]) -> String {
+    if d.len() < ETH_HDR_LEN + IP4_MIN_HDR_LEN {
+        return format!("{} bytes", d.len());
+    }
+    let ip = &d[ETH_HDR_LEN..];
+    format!(
+        "{} -> {} proto {} ttl {} len {}",
+        read_ip(ip, IP4_SRC),
+        read_ip(ip, IP4_DST),
+        ip[IP4_PROTO],
+        ip[IP4_TTL],
+        read_u16(ip, IP4_TOTAL_LEN)
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+
+/// Classifies frames by ethertype after checking they are addressed to the interface.
+pub struct EthernetInput;
+
+impl GraphNode for EthernetInput {
+    fn name(&self) -> &'static str {
+        ETHERNET_INPUT
+    }
+    fn next_nodes(&self) -> &'static [&'static str] {
+        &[ARP, IP4_INPUT]
+    }
+    fn process(&mut self, cx: &mut NodeCx<'_>, input: &mut PacketVec, next: &mut Next<'_>) {
+        let tables = cx.tables;
+        for mut pkt in input.drain(..) {
+            let d = pkt.data();
+            if d.len() < ETH_HDR_LEN {
+                cx.drop_packet(pkt, Counter::EthTooShort);
+                continue;
+            }
+            let Some(iface) = tables.interface(pkt.meta.rx_port) else {
+                cx.drop_packet(pkt, Counter::EthNoInterface);
+                continue;
+            };
+            if !iface.up {
+                cx.drop_packet(pkt, Counter::EthInterfaceDown);
+                continue;
+            }
+            let dst = &d[ETH_DST..ETH_DST + 6];
+            if dst != iface.mac.0 && dst != MacAddr::BROADCAST.0 {
+                cx.drop_packet(pkt, Counter::EthNotForUs);
+                continue;
+            }
+            let ethertype = read_u16(d, ETH_TYPE);
+            pkt.meta.vrf = iface.vrf;
+            cx.trace(&pkt, ETHERNET_INPUT, || {
+                let d = pkt.data();
+                format!(
+                    "{} -> {} type 0x{ethertype:04x} on {}",
+                    MacAddr(d[6..12].try_into().unwrap_or_default()),
+                    MacAddr(d[0..6].try_into().unwrap_or_default()),
+                    iface.name
+                )
+            });
+            match ethertype {
+                ETHERTYPE_IP4 => next.enqueue(1, pkt),
+                ETHERTYPE_ARP => next.enqueue(0, pkt),
+                ETHERTYPE_IP6 => cx.drop_packet(pkt, Counter::EthIp6Unsupported),
+                ETHERTYPE_VLAN => cx.drop_packet(pkt, Counter::EthVlanUnsupported),
+                _ => cx.drop_packet(pkt, Counter::EthUnknownEthertype),
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+
+/// Answers ARP for our addresses and proxied prefixes, and learns neighbours.
+pub struct ArpNode;
+
+impl ArpNode {
+    fn should_answer(iface: &Interface, target: Ipv4Addr, sender: Ipv4Addr) -> Option<bool> {
+        if iface.owns(target) {
+            return Some(false);
+        }
+        // A host probing for its own address (sender == target) must get no proxy answer,
+        // or it would think its address is taken.
+        if target != sender && iface.proxy_arp.iter().any(|n| n.contains(target)) {
+            return Some(true);
+        }
+        None
+    }
+}
+
+impl GraphNode for ArpNode {
+    fn name(&self) -> &'static str {
+        ARP
+    }
+    fn next_nodes(&self) -> &'static [&'static str] {
+        &[INTERFACE_OUTPUT]
+    }
+    fn process(&mut self, cx: &mut NodeCx<'_>, input: &mut PacketVec, next: &mut Next<'_>) {
+        let tables = cx.tables;
+        for mut pkt in input.drain(..) {
+            let d = pkt.data();
+            if d.len() < ETH_HDR_LEN + ARP_LEN {
+                cx.drop_packet(pkt, Counter::ArpMalformed);
+                continue;
+            }
+            let a = &d[ETH_HDR_LEN..];
+            // Ethernet (1), IPv4 (0x0800), 6-byte MACs, 4-byte addresses.
+            if read_u16(a, 0) != 1 || read_u16(a, 2) != ETHERTYPE_IP4 || a[4] != 6 || a[5] != 4 {
+                cx.drop_packet(pkt, Counter::ArpMalformed);
+                continue;
+            }
+            let op = read_u16(a, ARP_OP);
+            let sha = MacAddr(a[ARP_SHA..ARP_SHA + 6].try_into().unwrap_or_default());
+            let spa = read_ip(a, ARP_SPA);
+            let tpa = read_ip(a, ARP_TPA);
+            let port = pkt.meta.rx_port;
+            let Some(iface) = tables.interface(port) else {
+                cx.drop_packet(pkt, Counter::EthNoInterface);
+                continue;
+            };
+            if op != ARP_OP_REQUEST && op != ARP_OP_REPLY {
+                cx.drop_packet(pkt, Counter::ArpUnsupportedOp);
+                continue;
+            }
+            // Learn the sender when it is on one of our subnets and a real unicast host.
+            if iface.on_link(spa) && is_unicast_source(spa) && !sha.is_multicast() && !iface.owns(spa) {
+                if cx.w.neighbours.learn(port, u32::from(spa), sha) {
+                    cx.count(Counter::ArpLearned);
+                } else {
+                    cx.count(Counter::ArpNeighbourTableFull);
+                }
+            }
+            if op == ARP_OP_REPLY {
+                cx.trace(&pkt, ARP, || format!("reply {spa} is-at {sha}"));
+                cx.drop_packet(pkt, Counter::ArpReplyConsumed);
+                continue;
+            }
+            let Some(proxy) = Self::should_answer(iface, tpa, spa) else {
+                cx.trace(&pkt, ARP, || format!("who-has {tpa} tell {spa}: not ours"));
+                cx.drop_packet(pkt, Counter::ArpNotForUs);
+                continue;
+            };
+            let our_mac = iface.mac;
+            // Turn the request into the reply, in place.
+            pkt.truncate(ETH_HDR_LEN + ARP_LEN);
+            let d = pkt.data_mut();
+            d[ETH_DST..ETH_DST + 6].copy_from_slice(&sha.0);
+            d[ETH_SRC..ETH_SRC + 6].copy_from_slice(&our_mac.0);
+            let a = &mut d[ETH_HDR_LEN..];
+            write_u16(a, ARP_OP, ARP_OP_REPLY);
+            a[ARP_THA..ARP_THA + 6].copy_from_slice(&sha.0);
+            write_u32(a, ARP_TPA, u32::from(spa));
+            a[ARP_SHA..ARP_SHA + 6].copy_from_slice(&our_mac.0);
+            write_u32(a, ARP_SPA, u32::from(tpa));
+            pkt.meta.tx_port = port;
+            cx.count(if proxy { Counter::ArpProxyRepliesSent } else { Counter::ArpRepliesSent });
+            cx.trace(&pkt, ARP, || {
+                format!("who-has {tpa} tell {spa}: {}reply {tpa} is-at {our_mac}", if proxy { "proxy " } else { "" })
+            });
+            next.enqueue(0, pkt);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+
+/// Validates the IPv4 header: version, header length, total length, checksum, TTL, source.
+pub struct Ip4Input;
+
+impl Ip4Input {
+    fn check(d: &[u8]) -> Result<usize, Counter> {
+        if d.len() < ETH_HDR_LEN + IP4_MIN_HDR_LEN {
+            return Err(Counter::Ip4TooShort);
+        }
+        let ip = &d[ETH_HDR_LEN..];
+        if ip[0] >> 4 != 4 {
+            return Err(Counter::Ip4BadVersion);
+        }
+        let ihl = usize::from(ip[0] & 0x0f) * 4;
+        if ihl < IP4_MIN_HDR_LEN || ihl > ip.len() {
+            return Err(Counter::Ip4BadHeaderLength);
+        }
+        let total = usize::from(read_u16(ip, IP4_TOTAL_LEN));
+        if total < ihl || total > ip.len() {
+            return Err(Counter::Ip4BadTotalLength);
+        }
+        if !ip4_header_checksum_ok(&ip[..ihl]) {
+            return Err(Counter::Ip4BadChecksum);
+        }
+        if ip[IP4_TTL] == 0 {
+            return Err(Counter::Ip4TtlZero);
+        }
+        if ip[IP4_SRC] >= 224 || read_u32(ip, IP4_SRC) == u32::MAX {
+            return Err(Counter::Ip4BadSource);
+        }
+        Ok(total)
+    }
+}
+
+impl GraphNode for Ip4Input {
+    fn name(&self) -> &'static str {
+        IP4_INPUT
+    }
+    fn next_nodes(&self) -> &'static [&'static str] {
+        &[IP4_LOOKUP]
+    }
+    fn process(&mut self, cx: &mut NodeCx<'_>, input: &mut PacketVec, next: &mut Next<'_>) {
+        for mut pkt in input.drain(..) {
+            match Self::check(pkt.data()) {
+                Ok(total) => {
+                    // Ethernet padding after the IP packet is not part of it.
+                    pkt.truncate(ETH_HDR_LEN + total);
+                    cx.trace(&pkt, IP4_INPUT, || describe_ip4(pkt.data()));
+                    next.enqueue(0, pkt);
+                }
+                Err(reason) => cx.drop_packet(pkt, reason),
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+
+/// Longest-prefix match in the packet's VRF.
+pub struct Ip4Lookup;
+
+const NO_ROUTE: u32 = u32::MAX;
+
+impl GraphNode for Ip4Lookup {
+    fn name(&self) -> &'static str {
+        IP4_LOOKUP
+    }
+    fn next_nodes(&self) -> &'static [&'static str] {
+        &[IP4_LOCAL, IP4_REWRITE, ICMP_ERROR]
+    }
+    fn process(&mut self, cx: &mut NodeCx<'_>, input: &mut PacketVec, next: &mut Next<'_>) {
+        let tables = cx.tables;
+        // First pass: only the lookups, so that the loads of many packets overlap in the
+        // memory system instead of each waiting behind the one before.
+        for pkt in input.iter_mut() {
+            let dst = read_u32(pkt.data(), ETH_HDR_LEN + IP4_DST);
+            pkt.meta.adjacency = tables
+                .fib(pkt.meta.vrf)
+                .and_then(|f| f.lookup(dst))
+                .unwrap_or(NO_ROUTE);
+        }
+        for pkt in input.drain(..) {
+            let dst = read_ip(pkt.data(), ETH_HDR_LEN + IP4_DST);
+            if dst.is_broadcast() || dst.is_multicast() {
+                cx.drop_packet(pkt, Counter::Ip4NotForwardable);
+                continue;
+            }
+            if pkt.meta.adjacency == NO_ROUTE {
+                cx.count(Counter::Ip4NoRoute);
+                cx.trace(&pkt, IP4_LOOKUP, || format!("vrf {} {dst}: no route", pkt.meta.vrf));
+                to_icmp_error(next, 2, pkt, IcmpErrorSpec::NET_UNREACHABLE);
+                continue;
+            }
+            let adj = tables.adjacencies[pkt.meta.adjacency as usize];
+            cx.trace(&pkt, IP4_LOOKUP, || format!("vrf {} {dst}: adjacency {} ({adj})", pkt.meta.vrf, pkt.meta.adjacency));
+            match adj {
+                Adjacency::Local => next.enqueue(0, pkt),
+                Adjacency::Drop => cx.drop_packet(pkt, Counter::Ip4NullRoute),
+                Adjacency::Connected { .. } | Adjacency::Via { .. } => next.enqueue(1, pkt),
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+
+/// Packets for the dataplane's own addresses: answers pings, refuses the rest.
+pub struct Ip4Local;
+
+impl GraphNode for Ip4Local {
+    fn name(&self) -> &'static str {
+        IP4_LOCAL
+    }
+    fn next_nodes(&self) -> &'static [&'static str] {
+        &[IP4_LOOKUP, ICMP_ERROR]
+    }
+    fn process(&mut self, cx: &mut NodeCx<'_>, input: &mut PacketVec, next: &mut Next<'_>) {
+        for mut pkt in input.drain(..) {
+            let ip = &pkt.data()[ETH_HDR_LEN..];
+            let ihl = usize::from(ip[0] & 0x0f) * 4;
+            let frag = read_u16(ip, IP4_FRAG);
+            if frag & (IP4_MF | IP4_OFFSET_MASK) != 0 {
+                cx.drop_packet(pkt, Counter::LocalFragment);
+                continue;
+            }
+            match ip[IP4_PROTO] {
+                PROTO_ICMP => {
+                    let icmp = &ip[ihl..];
+                    if icmp.len() < ICMP_HDR_LEN || ones_complement_sum(icmp, 0) != 0xffff {
+                        cx.drop_packet(pkt, Counter::LocalBadIcmp);
+                        continue;
+                    }
+                    if icmp[0] != ICMP_ECHO_REQUEST || icmp[1] != 0 {
+                        cx.drop_packet(pkt, Counter::LocalIcmpIgnored);
+                        continue;
+                    }
+                    echo_reply_in_place(&mut pkt, ihl);
+                    cx.count(Counter::LocalEchoReplies);
+                    cx.trace(&pkt, IP4_LOCAL, || format!("echo reply: {}", describe_ip4(pkt.data())));
+                    next.enqueue(0, pkt);
+                }
+                PROTO_UDP => {
+                    cx.count(Counter::LocalUdpNoListener);
+                    cx.trace(&pkt, IP4_LOCAL, || "udp, no listener".to_string());
+                    to_icmp_error(next, 1, pkt, IcmpErrorSpec::PORT_UNREACHABLE);
+                }
+                PROTO_TCP => cx.drop_packet(pkt, Counter::LocalTcpNoListener),
+                _ => {
+                    cx.count(Counter::LocalUnknownProtocol);
+                    to_icmp_error(next, 1, pkt, IcmpErrorSpec::PROTOCOL_UNREACHABLE);
+                }
+            }
+        }
+    }
+}
+
+/// Turns an echo request into its reply: swap addresses, fresh TTL, type 0.
+fn echo_reply_in_place(pkt: &mut PacketBuf, ihl: usize) {
+    let d = pkt.data_mut();
+    let ip = &mut d[ETH_HDR_LEN..];
+    let src = read_u32(ip, IP4_SRC);
+    let dst = read_u32(ip, IP4_DST);
+    write_u32(ip, IP4_SRC, dst);
+    write_u32(ip, IP4_DST, src);
+    ip[IP4_TTL] = 64;
+    ip4_set_header_checksum(&mut ip[..ihl]);
+    let icmp = &mut ip[ihl..];
+    let old = read_u16(icmp, 0);
+    icmp[0] = ICMP_ECHO_REPLY;
+    let c = checksum_update16(read_u16(icmp, 2), old, read_u16(icmp, 0));
+    write_u16(icmp, 2, c);
+    // The reply is routed like any packet, in the VRF it came from.
+}
+
+// ---------------------------------------------------------------------------------------
+
+/// Rewrites the Ethernet header for the adjacency, decrements TTL, checks MTU.
+pub struct Ip4Rewrite;
+
+/// How often an unresolved next hop is asked for.
+const ARP_RETRY_NS: u64 = 100_000_000;
+
+impl Ip4Rewrite {
+    /// Turns the packet into an ARP request for `target` out of `iface`.
+    fn glean(pkt: &mut PacketBuf, iface: &Interface, source: Ipv4Addr, target: Ipv4Addr) {
+        pkt.truncate(0);
+        if !pkt.set_len(ETH_HDR_LEN + ARP_LEN) {
+            return;
+        }
+        let d = pkt.data_mut();
+        d[ETH_DST..ETH_DST + 6].copy_from_slice(&MacAddr::BROADCAST.0);
+        d[ETH_SRC..ETH_SRC + 6].copy_from_slice(&iface.mac.0);
+        write_u16(d, ETH_TYPE, ETHERTYPE_ARP);
+        let a = &mut d[ETH_HDR_LEN..];
+        write_u16(a, 0, 1);
+        write_u16(a, 2, ETHERTYPE_IP4);
+        a[4] = 6;
+        a[5] = 4;
+        write_u16(a, ARP_OP, ARP_OP_REQUEST);
+        a[ARP_SHA..ARP_SHA + 6].copy_from_slice(&iface.mac.0);
+        write_u32(a, ARP_SPA, u32::from(source));
+        a[ARP_THA..ARP_THA + 6].copy_from_slice(&[0; 6]);
+        write_u32(a, ARP_TPA, u32::from(target));
+        pkt.meta.tx_port = iface.port;
+    }
+}
+
+impl GraphNode for Ip4Rewrite {
+    fn name(&self) -> &'static str {
+        IP4_REWRITE
+    }
+    fn next_nodes(&self) -> &'static [&'static str] {
+        &[INTERFACE_OUTPUT, ICMP_ERROR]
+    }
+    fn process(&mut self, cx: &mut NodeCx<'_>, input: &mut PacketVec, next: &mut Next<'_>) {
+        let tables = cx.tables;
+        for mut pkt in input.drain(..) {
+            let adj_index = pkt.meta.adjacency as usize;
+            let (port, next_hop) = match tables.adjacencies[adj_index] {
+                Adjacency::Via { port, next_hop } => (port, u32::from(next_hop)),
+                Adjacency::Connected { port } => (port, read_u32(pkt.data(), ETH_HDR_LEN + IP4_DST)),
+                // ip4-lookup sends only Via and Connected here.
+                Adjacency::Drop | Adjacency::Local => {
+                    cx.drop_packet(pkt, Counter::Ip4NullRoute);
+                    continue;
+                }
+            };
+            let Some(iface) = tables.interface(port).filter(|i| i.up) else {
+                cx.drop_packet(pkt, Counter::RewriteInterfaceDown);
+                continue;
+            };
+            let d = pkt.data();
+            let ip = &d[ETH_HDR_LEN..];
+            if ip[IP4_TTL] <= 1 {
+                cx.count(Counter::RewriteTtlExpired);
+                cx.trace(&pkt, IP4_REWRITE, || "ttl expired".to_string());
+                to_icmp_error(next, 1, pkt, IcmpErrorSpec::TTL_EXCEEDED);
+                continue;
+            }
+            if d.len() - ETH_HDR_LEN > usize::from(iface.mtu) {
+                if read_u16(ip, IP4_FRAG) & IP4_DF != 0 {
+                    cx.count(Counter::RewriteMtuExceeded);
+                    let mtu = iface.mtu;
+                    to_icmp_error(next, 1, pkt, IcmpErrorSpec::fragmentation_needed(mtu));
+                } else {
+                    cx.drop_packet(pkt, Counter::RewriteFragmentationUnsupported);
+                }
+                continue;
+            }
+            let mac = tables.adjacency_mac[adj_index]
+                .or_else(|| tables.neighbours.get(&(port, next_hop)).copied())
+                .or_else(|| cx.w.neighbours.get(port, next_hop));
+            let Some(mac) = mac else {
+                let target = Ipv4Addr::from(next_hop);
+                let Some(source) = iface.source_for(target) else {
+                    cx.drop_packet(pkt, Counter::RewriteNoSourceAddress);
+                    continue;
+                };
+                if !cx.w.neighbours.may_ask(port, next_hop, cx.w.now, ARP_RETRY_NS) {
+                    cx.drop_packet(pkt, Counter::RewriteNeighbourUnresolved);
+                    continue;
+                }
+                Self::glean(&mut pkt, iface, source, target);
+                cx.count(Counter::RewriteArpRequestsSent);
+                cx.trace(&pkt, IP4_REWRITE, || format!("{target} unresolved: arp who-has {target} tell {source} on {}", iface.name));
+                next.enqueue(0, pkt);
+                continue;
+            };
+            let d = pkt.data_mut();
+            d[ETH_DST..ETH_DST + 6].copy_from_slice(&mac.0);
+            d[ETH_SRC..ETH_SRC + 6].copy_from_slice(&iface.mac.0);
+            write_u16(d, ETH_TYPE, ETHERTYPE_IP4);
+            let ip = &mut d[ETH_HDR_LEN..];
+            let old = read_u16(ip, IP4_TTL);
+            ip[IP4_TTL] -= 1;
+            let c = checksum_update16(read_u16(ip, IP4_CSUM), old, read_u16(ip, IP4_TTL));
+            write_u16(ip, IP4_CSUM, c);
+            pkt.meta.tx_port = port;
+            cx.trace(&pkt, IP4_REWRITE, || format!("tx {} dst {mac} ttl-1", iface.name));
+            next.enqueue(0, pkt);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+
+/// Rate limit of ICMP errors per worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IcmpErrorConfig {
+    /// Errors per second sustained.
+    pub per_second: u32,
+    /// Errors that may go out back to back.
+    pub burst: u32,
+}
+
+impl Default for IcmpErrorConfig {
+    fn default() -> Self {
+        IcmpErrorConfig { per_second: 1000, burst: 100 }
+    }
+}
+
+/// Builds ICMP errors (time exceeded, unreachable) about a packet, rate limited.
+pub struct IcmpError {
+    cfg: IcmpErrorConfig,
+    /// Tokens in thousandths, refilled from the time the caller passes.
+    milli_tokens: u64,
+    last_refill: Timestamp,
+}
+
+impl IcmpError {
+    pub fn new(cfg: IcmpErrorConfig) -> Self {
+        IcmpError {
+            cfg,
+            milli_tokens: u64::from(cfg.burst) * 1000,
+            last_refill: Timestamp::ZERO,
+        }
+    }
+
+    fn take_token(&mut self, now: Timestamp) -> bool {
+        let elapsed = now.saturating_sub(self.last_refill);
+        if elapsed > 0 {
+            // per_second tokens per 1e9 ns, in thousandths: elapsed * per_second / 1e6.
+            let add = elapsed.saturating_mul(u64::from(self.cfg.per_second)) / 1_000_000;
+            self.milli_tokens = (self.milli_tokens + add).min(u64::from(self.cfg.burst) * 1000);
+            self.last_refill = now;
+        }
+        if self.milli_tokens >= 1000 {
+            self.milli_tokens -= 1000;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// RFC 1122 3.2.2: no error about an ICMP error, a non-first fragment, or a packet
+    /// whose source is not a unicast host.
+    fn suppressed(ip: &[u8]) -> bool {
+        let ihl = usize::from(ip[0] & 0x0f) * 4;
+        if !is_unicast_source(read_ip(ip, IP4_SRC)) {
+            return true;
+        }
+        if read_u16(ip, IP4_FRAG) & IP4_OFFSET_MASK != 0 {
+            return true;
+        }
+        if ip[IP4_PROTO] == PROTO_ICMP {
+            // Truncated ICMP: cannot tell, so do not answer.
+            let Some(&t) = ip.get(ihl) else { return true };
+            return !matches!(t, ICMP_ECHO_REQUEST | ICMP_ECHO_REPLY | 13 | 14 | 15 | 16);
+        }
+        false
+    }
+
+    fn build(pkt: &mut PacketBuf, spec: IcmpErrorSpec, source: Ipv4Addr) -> bool {
+        let l3_len = pkt.len() - ETH_HDR_LEN;
+        let ip = &pkt.data()[ETH_HDR_LEN..];
+        let ihl = usize::from(ip[0] & 0x0f) * 4;
+        let quoted = l3_len.min(ihl + 8);
+        let original_src = read_u32(ip, IP4_SRC);
+        const EXTRA: usize = IP4_MIN_HDR_LEN + ICMP_HDR_LEN;
+        if pkt.prepend(EXTRA).is_none() {
+            return false;
+        }
+        pkt.truncate(ETH_HDR_LEN + EXTRA + quoted);
+        let d = pkt.data_mut();
+        write_u16(d, ETH_TYPE, ETHERTYPE_IP4);
+        let total = (EXTRA + quoted) as u16;
+        let ip = &mut d[ETH_HDR_LEN..];
+        ip[..IP4_MIN_HDR_LEN].copy_from_slice(&[0x45, 0, 0, 0, 0, 0, 0, 0, 64, PROTO_ICMP, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        write_u16(ip, IP4_TOTAL_LEN, total);
+        write_u32(ip, IP4_SRC, u32::from(source));
+        write_u32(ip, IP4_DST, original_src);
+        ip4_set_header_checksum(&mut ip[..IP4_MIN_HDR_LEN]);
+        let icmp = &mut ip[IP4_MIN_HDR_LEN..];
+        icmp[..ICMP_HDR_LEN].copy_from_slice(&[spec.icmp_type, spec.code, 0, 0, 0, 0, 0, 0]);
+        write_u16(icmp, 6, spec.mtu);
+        let c = internet_checksum(icmp);
+        write_u16(icmp, 2, c);
+        true
+    }
+}
+
+impl GraphNode for IcmpError {
+    fn name(&self) -> &'static str {
+        ICMP_ERROR
+    }
+    fn next_nodes(&self) -> &'static [&'static str] {
+        &[IP4_LOOKUP]
+    }
+    fn process(&mut self, cx: &mut NodeCx<'_>, input: &mut PacketVec, next: &mut Next<'_>) {
+        let tables = cx.tables;
+        for mut pkt in input.drain(..) {
+            let spec = IcmpErrorSpec::decode(pkt.meta.scratch);
+            if Self::suppressed(&pkt.data()[ETH_HDR_LEN..]) {
+                cx.drop_packet(pkt, Counter::IcmpSuppressed);
+                continue;
+            }
+            let original_src = read_ip(pkt.data(), ETH_HDR_LEN + IP4_SRC);
+            let Some(source) = tables
+                .interface(pkt.meta.rx_port)
+                .and_then(|i| i.source_for(original_src))
+            else {
+                cx.drop_packet(pkt, Counter::IcmpNoSourceAddress);
+                continue;
+            };
+            if !self.take_token(cx.w.now) {
+                cx.drop_packet(pkt, Counter::IcmpRateLimited);
+                continue;
+            }
+            if !Self::build(&mut pkt, spec, source) {
+                cx.drop_packet(pkt, Counter::IcmpNoHeadroom);
+                continue;
+            }
+            cx.count(if spec.icmp_type == ICMP_TIME_EXCEEDED {
+                Counter::IcmpTimeExceededSent
+            } else {
+                Counter::IcmpUnreachableSent
+            });
+            cx.trace(&pkt, ICMP_ERROR, || {
+                format!("icmp type {} code {} from {source} to {original_src}", spec.icmp_type, spec.code)
+            });
+            next.enqueue(0, pkt);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+
+/// Queues packets on their output port; the engine transmits the queues in bursts.
+pub struct InterfaceOutput;
+
+impl GraphNode for InterfaceOutput {
+    fn name(&self) -> &'static str {
+        INTERFACE_OUTPUT
+    }
+    fn next_nodes(&self) -> &'static [&'static str] {
+        &[]
+    }
+    fn process(&mut self, cx: &mut NodeCx<'_>, input: &mut PacketVec, _next: &mut Next<'_>) {
+        for pkt in input.drain(..) {
+            let port = usize::from(pkt.meta.tx_port);
+            if port >= cx.w.tx.len() {
+                cx.drop_packet(pkt, Counter::OutputNoSuchPort);
+                continue;
+            }
+            cx.trace(&pkt, INTERFACE_OUTPUT, || format!("port {port}, {} bytes", pkt.len()));
+            cx.w.tx[port].push(pkt);
+        }
+    }
+}
