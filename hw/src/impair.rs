@@ -9,7 +9,10 @@ use std::collections::VecDeque;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::{BufferPool, MacAddr, PacketBuf, PacketVec, Port, PortDropReason, PortStats, Timestamp, VECTOR_SIZE};
+use crate::{
+    BufferPool, MacAddr, PacketBuf, PacketVec, Port, PortDropReason, PortStats, Timestamp,
+    VECTOR_SIZE,
+};
 
 /// The faults an [`ImpairedPort`] injects on transmit.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -36,10 +39,17 @@ pub struct ImpairedPort<P: Port> {
 
 impl<P: Port> ImpairedPort<P> {
     pub fn new(inner: P, cfg: Impairments, seed: u64) -> Self {
-        let cap = if cfg.delay_capacity == 0 { 4096 } else { cfg.delay_capacity };
+        let cap = if cfg.delay_capacity == 0 {
+            4096
+        } else {
+            cfg.delay_capacity
+        };
         ImpairedPort {
             inner,
-            cfg: Impairments { delay_capacity: cap, ..cfg },
+            cfg: Impairments {
+                delay_capacity: cap,
+                ..cfg
+            },
             rng: ChaCha8Rng::seed_from_u64(seed),
             delayed: VecDeque::with_capacity(cap),
             staging: Vec::with_capacity(VECTOR_SIZE),
@@ -49,8 +59,15 @@ impl<P: Port> ImpairedPort<P> {
 
     /// Changes the faults from now on (frames already delayed keep their release time).
     pub fn set_impairments(&mut self, cfg: Impairments) {
-        let cap = if cfg.delay_capacity == 0 { self.cfg.delay_capacity } else { cfg.delay_capacity };
-        self.cfg = Impairments { delay_capacity: cap, ..cfg };
+        let cap = if cfg.delay_capacity == 0 {
+            self.cfg.delay_capacity
+        } else {
+            cfg.delay_capacity
+        };
+        self.cfg = Impairments {
+            delay_capacity: cap,
+            ..cfg
+        };
     }
 
     pub fn inner(&self) -> &P {
@@ -114,7 +131,13 @@ impl<P: Port> Port for ImpairedPort<P> {
         self.inner.link_up()
     }
 
-    fn rx_burst(&mut self, pool: &mut BufferPool, out: &mut PacketVec, max: usize, now: Timestamp) -> usize {
+    fn rx_burst(
+        &mut self,
+        pool: &mut BufferPool,
+        out: &mut PacketVec,
+        max: usize,
+        now: Timestamp,
+    ) -> usize {
         self.release_due(pool, now);
         self.inner.rx_burst(pool, out, max, now)
     }
@@ -164,7 +187,14 @@ mod tests {
 
     fn run(seed: u64, cfg: Impairments) -> (Vec<Vec<u8>>, PortStats) {
         let mut pool = BufferPool::new("t", 2048);
-        let (a, mut b, _) = virtual_wire(("a", MacAddr::local(1)), ("b", MacAddr::local(2)), &WireConfig { capacity: 2048, mtu: 1500 });
+        let (a, mut b, _) = virtual_wire(
+            ("a", MacAddr::local(1)),
+            ("b", MacAddr::local(2)),
+            &WireConfig {
+                capacity: 2048,
+                mtu: 1500,
+            },
+        );
         let mut a = ImpairedPort::new(a, cfg, seed);
         let mut v = Vec::new();
         for i in 0..1000u32 {
@@ -185,7 +215,11 @@ mod tests {
 
     #[test]
     fn loss_and_corruption_are_seeded_and_counted() {
-        let cfg = Impairments { loss: 0.1, corrupt: 0.05, ..Default::default() };
+        let cfg = Impairments {
+            loss: 0.1,
+            corrupt: 0.05,
+            ..Default::default()
+        };
         let (got1, s1) = run(7, cfg.clone());
         let (got2, s2) = run(7, cfg.clone());
         let (got3, _) = run(8, cfg);
@@ -195,14 +229,29 @@ mod tests {
         assert_eq!(got1.len() as u64 + lost, 1000);
         assert!((50..150).contains(&lost), "about 10% lost, got {lost}");
         assert_eq!(s1, s2);
-        assert!(s1.corrupted > 10, "about 5% corrupted, got {}", s1.corrupted);
+        assert!(
+            s1.corrupted > 10,
+            "about 5% corrupted, got {}",
+            s1.corrupted
+        );
     }
 
     #[test]
     fn delay_holds_frames_until_their_time() {
         let mut pool = BufferPool::new("t", 64);
-        let (a, mut b, _) = virtual_wire(("a", MacAddr::local(1)), ("b", MacAddr::local(2)), &WireConfig::default());
-        let mut a = ImpairedPort::new(a, Impairments { delay_ns: 1_000, ..Default::default() }, 1);
+        let (a, mut b, _) = virtual_wire(
+            ("a", MacAddr::local(1)),
+            ("b", MacAddr::local(2)),
+            &WireConfig::default(),
+        );
+        let mut a = ImpairedPort::new(
+            a,
+            Impairments {
+                delay_ns: 1_000,
+                ..Default::default()
+            },
+            1,
+        );
         let mut v = vec![pool.alloc().expect("buffer")];
         assert!(v[0].fill(&[1; 60]));
         a.tx_burst(&mut v, &mut pool, Timestamp(0));

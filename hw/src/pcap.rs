@@ -14,7 +14,10 @@ use crate::{BufferPool, MacAddr, PacketVec, Port, PortStats, Timestamp};
 #[derive(Debug, thiserror::Error)]
 pub enum PcapError {
     #[error("cannot create pcap file {path}: {source}")]
-    Create { path: String, source: std::io::Error },
+    Create {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("cannot write pcap header: {0}")]
     Header(std::io::Error),
     #[error("cannot flush pcap file: {0}")]
@@ -45,7 +48,9 @@ impl<P: Port> PcapPort<P, BufWriter<File>> {
 
 impl<P: Port, W: Write + Send> PcapPort<P, W> {
     pub fn new(inner: P, mut writer: W) -> Result<Self, PcapError> {
-        writer.write_all(&file_header()).map_err(PcapError::Header)?;
+        writer
+            .write_all(&file_header())
+            .map_err(PcapError::Header)?;
         Ok(PcapPort {
             inner,
             writer: Some(writer),
@@ -110,7 +115,13 @@ impl<P: Port, W: Write + Send> Port for PcapPort<P, W> {
     fn link_up(&self) -> bool {
         self.inner.link_up()
     }
-    fn rx_burst(&mut self, pool: &mut BufferPool, out: &mut PacketVec, max: usize, now: Timestamp) -> usize {
+    fn rx_burst(
+        &mut self,
+        pool: &mut BufferPool,
+        out: &mut PacketVec,
+        max: usize,
+        now: Timestamp,
+    ) -> usize {
         let before = out.len();
         let n = self.inner.rx_burst(pool, out, max, now);
         // `out` may hold packets from earlier bursts: capture only the new ones.
@@ -146,7 +157,11 @@ mod tests {
     #[test]
     fn capture_reads_back_with_an_independent_parser() {
         let mut pool = BufferPool::new("t", 16);
-        let (a, mut b, _) = virtual_wire(("a", MacAddr::local(1)), ("b", MacAddr::local(2)), &WireConfig::default());
+        let (a, mut b, _) = virtual_wire(
+            ("a", MacAddr::local(1)),
+            ("b", MacAddr::local(2)),
+            &WireConfig::default(),
+        );
         let mut a = PcapPort::new(a, Vec::new()).expect("header");
         let mut v = Vec::new();
         for i in 0..3u8 {

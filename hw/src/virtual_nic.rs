@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use rtrb::{Consumer, Producer, RingBuffer};
 
-use crate::{BufferPool, MacAddr, PacketBuf, PacketVec, Port, PortDropReason, PortStats, Timestamp};
+use crate::{
+    BufferPool, MacAddr, PacketBuf, PacketVec, Port, PortDropReason, PortStats, Timestamp,
+};
 
 /// How a virtual wire is built.
 #[derive(Clone, Debug)]
@@ -158,7 +160,8 @@ impl Port for VirtualPort {
         let mut bytes = 0u64;
         if room > 0 {
             if let Ok(chunk) = self.tx.write_chunk_uninit(room) {
-                sent = chunk.fill_from_iter(pkts.drain(..room).inspect(|p| bytes += p.len() as u64));
+                sent =
+                    chunk.fill_from_iter(pkts.drain(..room).inspect(|p| bytes += p.len() as u64));
             }
         }
         self.stats.tx_packets += sent as u64;
@@ -189,8 +192,12 @@ mod tests {
     #[test]
     fn frames_cross_the_wire_in_order() {
         let mut pool = BufferPool::new("t", 64);
-        let cfg = WireConfig { capacity: 8, mtu: 1500 };
-        let (mut a, mut b, _) = virtual_wire(("a", MacAddr::local(1)), ("b", MacAddr::local(2)), &cfg);
+        let cfg = WireConfig {
+            capacity: 8,
+            mtu: 1500,
+        };
+        let (mut a, mut b, _) =
+            virtual_wire(("a", MacAddr::local(1)), ("b", MacAddr::local(2)), &cfg);
         let mut v: PacketVec = (0..5).map(|i| frame(&mut pool, i, 60)).collect();
         assert_eq!(a.tx_burst(&mut v, &mut pool, Timestamp::ZERO), 5);
         assert!(v.is_empty());
@@ -205,8 +212,12 @@ mod tests {
     #[test]
     fn full_wire_and_down_link_are_counted_drops() {
         let mut pool = BufferPool::new("t", 64);
-        let cfg = WireConfig { capacity: 4, mtu: 100 };
-        let (mut a, mut b, link) = virtual_wire(("a", MacAddr::local(1)), ("b", MacAddr::local(2)), &cfg);
+        let cfg = WireConfig {
+            capacity: 4,
+            mtu: 100,
+        };
+        let (mut a, mut b, link) =
+            virtual_wire(("a", MacAddr::local(1)), ("b", MacAddr::local(2)), &cfg);
         let mut v: PacketVec = (0..6).map(|i| frame(&mut pool, i, 60)).collect();
         v.push(frame(&mut pool, 9, 200));
         assert_eq!(a.tx_burst(&mut v, &mut pool, Timestamp::ZERO), 4);

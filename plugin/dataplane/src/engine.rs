@@ -47,12 +47,20 @@ pub struct Engine {
 
 impl Engine {
     /// An engine with the standard IPv4 graph.
-    pub fn new(tables: &TableHandle, pool: BufferPool, config: &EngineConfig) -> Result<Engine, EngineError> {
+    pub fn new(
+        tables: &TableHandle,
+        pool: BufferPool,
+        config: &EngineConfig,
+    ) -> Result<Engine, EngineError> {
         Self::with_nodes(tables, pool, ip4_graph_nodes(config.icmp_errors))
     }
 
     /// An engine with a graph of your own nodes; it must have an `ethernet-input`.
-    pub fn with_nodes(tables: &TableHandle, pool: BufferPool, nodes: Vec<Box<dyn GraphNode>>) -> Result<Engine, EngineError> {
+    pub fn with_nodes(
+        tables: &TableHandle,
+        pool: BufferPool,
+        nodes: Vec<Box<dyn GraphNode>>,
+    ) -> Result<Engine, EngineError> {
         let graph = Graph::new(nodes)?;
         let input_node = graph
             .node_id(ETHERNET_INPUT)
@@ -178,7 +186,11 @@ impl Engine {
     }
 
     pub fn interface_counters(&self, port: u16) -> InterfaceCounters {
-        self.w.interfaces.get(usize::from(port)).copied().unwrap_or_default()
+        self.w
+            .interfaces
+            .get(usize::from(port))
+            .copied()
+            .unwrap_or_default()
     }
 
     pub fn port_stats(&self, port: u16) -> Option<PortStats> {
@@ -229,10 +241,21 @@ impl Engine {
 
     /// Calls and packets per node, like VPP's `show runtime`.
     pub fn show_runtime(&self) -> String {
-        let mut out = format!("{:<18} {:>10} {:>12} {:>14}\n", "node", "calls", "packets", "packets/call");
+        let mut out = format!(
+            "{:<18} {:>10} {:>12} {:>14}\n",
+            "node", "calls", "packets", "packets/call"
+        );
         for (name, r) in self.graph.runtime() {
-            let per = if r.calls > 0 { r.packets as f64 / r.calls as f64 } else { 0.0 };
-            let _ = writeln!(out, "{name:<18} {:>10} {:>12} {per:>14.1}", r.calls, r.packets);
+            let per = if r.calls > 0 {
+                r.packets as f64 / r.calls as f64
+            } else {
+                0.0
+            };
+            let _ = writeln!(
+                out,
+                "{name:<18} {:>10} {:>12} {per:>14.1}",
+                r.calls, r.packets
+            );
         }
         out
     }
@@ -246,7 +269,10 @@ impl Engine {
         for (i, p) in self.ports.iter().enumerate() {
             let c = self.w.interfaces[i];
             let s = p.stats();
-            let drops: Vec<String> = s.nonzero_drops().map(|(r, n)| format!("{}={n}", r.name())).collect();
+            let drops: Vec<String> = s
+                .nonzero_drops()
+                .map(|(r, n)| format!("{}={n}", r.name()))
+                .collect();
             let _ = writeln!(
                 out,
                 "{i:<4} {:<12} {:>10} {:>12} {:>10} {:>12} {:>9}  {}",

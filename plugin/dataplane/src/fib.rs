@@ -176,11 +176,7 @@ impl Fib {
             .ok_or(FibError::NoSuchRoute(Ipv4Addr::from(base), len))?;
         let replacement = (0..len)
             .rev()
-            .find_map(|l| {
-                self.prefixes
-                    .get(&(base & mask(l), l))
-                    .map(|&a| leaf(a, l))
-            })
+            .find_map(|l| self.prefixes.get(&(base & mask(l), l)).map(|&a| leaf(a, l)))
             .unwrap_or(EMPTY);
         self.write(base, len, replacement, |old_len| old_len == len);
         Ok(adj)
@@ -380,7 +376,12 @@ mod tests {
                         k
                     };
                     let (b, l) = keys[rng.random_range(0..keys.len())];
-                    assert_eq!(f.remove(ip(b), l), reference.remove(&(b, l)).ok_or(FibError::NoSuchRoute(ip(b), l)));
+                    assert_eq!(
+                        f.remove(ip(b), l),
+                        reference
+                            .remove(&(b, l))
+                            .ok_or(FibError::NoSuchRoute(ip(b), l))
+                    );
                 } else {
                     let adj = rng.random_range(0..1000);
                     f.insert(ip(addr), len, adj).unwrap();
@@ -389,13 +390,23 @@ mod tests {
                 if step % 100 == 0 {
                     for _ in 0..200 {
                         let probe = (rng.random::<u32>() & 0x0f0f_ffff) | 0x0a00_0000;
-                        assert_eq!(f.lookup(probe), naive(&reference, probe), "seed {seed} probe {}", ip(probe));
+                        assert_eq!(
+                            f.lookup(probe),
+                            naive(&reference, probe),
+                            "seed {seed} probe {}",
+                            ip(probe)
+                        );
                     }
                 }
             }
             for _ in 0..5000 {
                 let probe = rng.random::<u32>();
-                assert_eq!(f.lookup(probe), naive(&reference, probe), "seed {seed} probe {}", ip(probe));
+                assert_eq!(
+                    f.lookup(probe),
+                    naive(&reference, probe),
+                    "seed {seed} probe {}",
+                    ip(probe)
+                );
             }
             assert_eq!(f.len(), reference.len());
         }

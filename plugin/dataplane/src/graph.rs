@@ -124,9 +124,11 @@ impl NodeCx<'_> {
         debug_assert!(reason.is_drop(), "{reason:?} is not a drop counter");
         self.w.counters.add(reason, 1);
         if pkt.meta.trace != 0 {
-            self.w
-                .trace
-                .record(pkt.meta.trace, reason.node(), format!("drop: {}", reason.text()));
+            self.w.trace.record(
+                pkt.meta.trace,
+                reason.node(),
+                format!("drop: {}", reason.text()),
+            );
         }
         self.w.pool.free(pkt);
     }
@@ -177,7 +179,10 @@ pub struct NodeRuntime {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum GraphError {
     #[error("node {node} names next node {next}, which is not in the graph")]
-    UnknownNext { node: &'static str, next: &'static str },
+    UnknownNext {
+        node: &'static str,
+        next: &'static str,
+    },
     #[error("node {0} is in the graph twice")]
     Duplicate(&'static str),
     #[error("node {0} names itself as a next node")]
@@ -210,9 +215,10 @@ impl Graph {
                 if next == n.name() {
                     return Err(GraphError::SelfLoop(next));
                 }
-                let id = *by_name
-                    .get(next)
-                    .ok_or(GraphError::UnknownNext { node: n.name(), next })?;
+                let id = *by_name.get(next).ok_or(GraphError::UnknownNext {
+                    node: n.name(),
+                    next,
+                })?;
                 e.push(id);
             }
             edges.push(e);
@@ -221,7 +227,9 @@ impl Graph {
         Ok(Graph {
             nodes,
             edges,
-            frames: (0..count).map(|_| Vec::with_capacity(2 * VECTOR_SIZE)).collect(),
+            frames: (0..count)
+                .map(|_| Vec::with_capacity(2 * VECTOR_SIZE))
+                .collect(),
             spare: Vec::with_capacity(2 * VECTOR_SIZE),
             runtime: vec![NodeRuntime::default(); count],
             by_name,
@@ -268,7 +276,11 @@ impl Graph {
                     edges: &self.edges[i],
                 };
                 self.nodes[i].process(&mut cx, &mut self.spare, &mut next);
-                debug_assert!(self.spare.is_empty(), "{} left packets", self.nodes[i].name());
+                debug_assert!(
+                    self.spare.is_empty(),
+                    "{} left packets",
+                    self.nodes[i].name()
+                );
                 w.pool.free_all(&mut self.spare);
             }
             if !ran {

@@ -135,8 +135,8 @@ mod tests {
     #[test]
     fn incremental_update_matches_full_recompute() {
         let mut hdr = [
-            0x45, 0x00, 0x00, 0x54, 0x12, 0x34, 0x40, 0x00, 0x40, 0x01, 0, 0, 10, 0, 0, 1, 10,
-            0, 1, 2,
+            0x45, 0x00, 0x00, 0x54, 0x12, 0x34, 0x40, 0x00, 0x40, 0x01, 0, 0, 10, 0, 0, 1, 10, 0,
+            1, 2,
         ];
         ip4_set_header_checksum(&mut hdr);
         for ttl in (1..=64u8).rev() {

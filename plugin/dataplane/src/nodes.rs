@@ -52,13 +52,33 @@ pub struct IcmpErrorSpec {
 }
 
 impl IcmpErrorSpec {
-    pub const NET_UNREACHABLE: IcmpErrorSpec = IcmpErrorSpec { icmp_type: ICMP_DEST_UNREACHABLE, code: 0, mtu: 0 };
-    pub const PROTOCOL_UNREACHABLE: IcmpErrorSpec = IcmpErrorSpec { icmp_type: ICMP_DEST_UNREACHABLE, code: 2, mtu: 0 };
-    pub const PORT_UNREACHABLE: IcmpErrorSpec = IcmpErrorSpec { icmp_type: ICMP_DEST_UNREACHABLE, code: 3, mtu: 0 };
-    pub const TTL_EXCEEDED: IcmpErrorSpec = IcmpErrorSpec { icmp_type: ICMP_TIME_EXCEEDED, code: 0, mtu: 0 };
+    pub const NET_UNREACHABLE: IcmpErrorSpec = IcmpErrorSpec {
+        icmp_type: ICMP_DEST_UNREACHABLE,
+        code: 0,
+        mtu: 0,
+    };
+    pub const PROTOCOL_UNREACHABLE: IcmpErrorSpec = IcmpErrorSpec {
+        icmp_type: ICMP_DEST_UNREACHABLE,
+        code: 2,
+        mtu: 0,
+    };
+    pub const PORT_UNREACHABLE: IcmpErrorSpec = IcmpErrorSpec {
+        icmp_type: ICMP_DEST_UNREACHABLE,
+        code: 3,
+        mtu: 0,
+    };
+    pub const TTL_EXCEEDED: IcmpErrorSpec = IcmpErrorSpec {
+        icmp_type: ICMP_TIME_EXCEEDED,
+        code: 0,
+        mtu: 0,
+    };
 
     pub fn fragmentation_needed(mtu: u16) -> Self {
-        IcmpErrorSpec { icmp_type: ICMP_DEST_UNREACHABLE, code: 4, mtu }
+        IcmpErrorSpec {
+            icmp_type: ICMP_DEST_UNREACHABLE,
+            code: 4,
+            mtu,
+        }
     }
 
     fn encode(self) -> u32 {
@@ -66,7 +86,11 @@ impl IcmpErrorSpec {
     }
 
     fn decode(v: u32) -> Self {
-        IcmpErrorSpec { icmp_type: (v >> 24) as u8, code: (v >> 16) as u8, mtu: v as u16 }
+        IcmpErrorSpec {
+            icmp_type: (v >> 24) as u8,
+            code: (v >> 16) as u8,
+            mtu: v as u16,
+        }
     }
 }
 
@@ -200,7 +224,11 @@ impl GraphNode for ArpNode {
                 continue;
             }
             // Learn the sender when it is on one of our subnets and a real unicast host.
-            if iface.on_link(spa) && is_unicast_source(spa) && !sha.is_multicast() && !iface.owns(spa) {
+            if iface.on_link(spa)
+                && is_unicast_source(spa)
+                && !sha.is_multicast()
+                && !iface.owns(spa)
+            {
                 if cx.w.neighbours.learn(port, u32::from(spa), sha) {
                     cx.count(Counter::ArpLearned);
                 } else {
@@ -230,9 +258,16 @@ impl GraphNode for ArpNode {
             a[ARP_SHA..ARP_SHA + 6].copy_from_slice(&our_mac.0);
             write_u32(a, ARP_SPA, u32::from(tpa));
             pkt.meta.tx_port = port;
-            cx.count(if proxy { Counter::ArpProxyRepliesSent } else { Counter::ArpRepliesSent });
+            cx.count(if proxy {
+                Counter::ArpProxyRepliesSent
+            } else {
+                Counter::ArpRepliesSent
+            });
             cx.trace(&pkt, ARP, || {
-                format!("who-has {tpa} tell {spa}: {}reply {tpa} is-at {our_mac}", if proxy { "proxy " } else { "" })
+                format!(
+                    "who-has {tpa} tell {spa}: {}reply {tpa} is-at {our_mac}",
+                    if proxy { "proxy " } else { "" }
+                )
             });
             next.enqueue(0, pkt);
         }
@@ -329,12 +364,19 @@ impl GraphNode for Ip4Lookup {
             }
             if pkt.meta.adjacency == NO_ROUTE {
                 cx.count(Counter::Ip4NoRoute);
-                cx.trace(&pkt, IP4_LOOKUP, || format!("vrf {} {dst}: no route", pkt.meta.vrf));
+                cx.trace(&pkt, IP4_LOOKUP, || {
+                    format!("vrf {} {dst}: no route", pkt.meta.vrf)
+                });
                 to_icmp_error(next, 2, pkt, IcmpErrorSpec::NET_UNREACHABLE);
                 continue;
             }
             let adj = tables.adjacencies[pkt.meta.adjacency as usize];
-            cx.trace(&pkt, IP4_LOOKUP, || format!("vrf {} {dst}: adjacency {} ({adj})", pkt.meta.vrf, pkt.meta.adjacency));
+            cx.trace(&pkt, IP4_LOOKUP, || {
+                format!(
+                    "vrf {} {dst}: adjacency {} ({adj})",
+                    pkt.meta.vrf, pkt.meta.adjacency
+                )
+            });
             match adj {
                 Adjacency::Local => next.enqueue(0, pkt),
                 Adjacency::Drop => cx.drop_packet(pkt, Counter::Ip4NullRoute),
@@ -378,7 +420,9 @@ impl GraphNode for Ip4Local {
                     }
                     echo_reply_in_place(&mut pkt, ihl);
                     cx.count(Counter::LocalEchoReplies);
-                    cx.trace(&pkt, IP4_LOCAL, || format!("echo reply: {}", describe_ip4(pkt.data())));
+                    cx.trace(&pkt, IP4_LOCAL, || {
+                        format!("echo reply: {}", describe_ip4(pkt.data()))
+                    });
                     next.enqueue(0, pkt);
                 }
                 PROTO_UDP => {
@@ -460,7 +504,9 @@ impl GraphNode for Ip4Rewrite {
             let adj_index = pkt.meta.adjacency as usize;
             let (port, next_hop) = match tables.adjacencies[adj_index] {
                 Adjacency::Via { port, next_hop } => (port, u32::from(next_hop)),
-                Adjacency::Connected { port } => (port, read_u32(pkt.data(), ETH_HDR_LEN + IP4_DST)),
+                Adjacency::Connected { port } => {
+                    (port, read_u32(pkt.data(), ETH_HDR_LEN + IP4_DST))
+                }
                 // ip4-lookup sends only Via and Connected here.
                 Adjacency::Drop | Adjacency::Local => {
                     cx.drop_packet(pkt, Counter::Ip4NullRoute);
@@ -498,13 +544,22 @@ impl GraphNode for Ip4Rewrite {
                     cx.drop_packet(pkt, Counter::RewriteNoSourceAddress);
                     continue;
                 };
-                if !cx.w.neighbours.may_ask(port, next_hop, cx.w.now, ARP_RETRY_NS) {
+                if !cx
+                    .w
+                    .neighbours
+                    .may_ask(port, next_hop, cx.w.now, ARP_RETRY_NS)
+                {
                     cx.drop_packet(pkt, Counter::RewriteNeighbourUnresolved);
                     continue;
                 }
                 Self::glean(&mut pkt, iface, source, target);
                 cx.count(Counter::RewriteArpRequestsSent);
-                cx.trace(&pkt, IP4_REWRITE, || format!("{target} unresolved: arp who-has {target} tell {source} on {}", iface.name));
+                cx.trace(&pkt, IP4_REWRITE, || {
+                    format!(
+                        "{target} unresolved: arp who-has {target} tell {source} on {}",
+                        iface.name
+                    )
+                });
                 next.enqueue(0, pkt);
                 continue;
             };
@@ -518,7 +573,9 @@ impl GraphNode for Ip4Rewrite {
             let c = checksum_update16(read_u16(ip, IP4_CSUM), old, read_u16(ip, IP4_TTL));
             write_u16(ip, IP4_CSUM, c);
             pkt.meta.tx_port = port;
-            cx.trace(&pkt, IP4_REWRITE, || format!("tx {} dst {mac} ttl-1", iface.name));
+            cx.trace(&pkt, IP4_REWRITE, || {
+                format!("tx {} dst {mac} ttl-1", iface.name)
+            });
             next.enqueue(0, pkt);
         }
     }
@@ -537,7 +594,10 @@ pub struct IcmpErrorConfig {
 
 impl Default for IcmpErrorConfig {
     fn default() -> Self {
-        IcmpErrorConfig { per_second: 1000, burst: 100 }
+        IcmpErrorConfig {
+            per_second: 1000,
+            burst: 100,
+        }
     }
 }
 
@@ -607,7 +667,9 @@ impl IcmpError {
         write_u16(d, ETH_TYPE, ETHERTYPE_IP4);
         let total = (EXTRA + quoted) as u16;
         let ip = &mut d[ETH_HDR_LEN..];
-        ip[..IP4_MIN_HDR_LEN].copy_from_slice(&[0x45, 0, 0, 0, 0, 0, 0, 0, 64, PROTO_ICMP, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        ip[..IP4_MIN_HDR_LEN].copy_from_slice(&[
+            0x45, 0, 0, 0, 0, 0, 0, 0, 64, PROTO_ICMP, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ]);
         write_u16(ip, IP4_TOTAL_LEN, total);
         write_u32(ip, IP4_SRC, u32::from(source));
         write_u32(ip, IP4_DST, original_src);
@@ -658,7 +720,10 @@ impl GraphNode for IcmpError {
                 Counter::IcmpUnreachableSent
             });
             cx.trace(&pkt, ICMP_ERROR, || {
-                format!("icmp type {} code {} from {source} to {original_src}", spec.icmp_type, spec.code)
+                format!(
+                    "icmp type {} code {} from {source} to {original_src}",
+                    spec.icmp_type, spec.code
+                )
             });
             next.enqueue(0, pkt);
         }
@@ -684,7 +749,9 @@ impl GraphNode for InterfaceOutput {
                 cx.drop_packet(pkt, Counter::OutputNoSuchPort);
                 continue;
             }
-            cx.trace(&pkt, INTERFACE_OUTPUT, || format!("port {port}, {} bytes", pkt.len()));
+            cx.trace(&pkt, INTERFACE_OUTPUT, || {
+                format!("port {port}, {} bytes", pkt.len())
+            });
             cx.w.tx[port].push(pkt);
         }
     }

@@ -154,11 +154,27 @@ pub enum TableChange {
     /// Adds or replaces an interface, with a /32 local route for each of its addresses and
     /// a connected route for each subnet (the old ones are removed).
     SetInterface(Interface),
-    RemoveInterface { port: u16 },
-    AddRoute { vrf: u16, prefix: Ipv4Net, target: Adjacency },
-    DelRoute { vrf: u16, prefix: Ipv4Net },
-    SetNeighbour { port: u16, ip: Ipv4Addr, mac: MacAddr },
-    DelNeighbour { port: u16, ip: Ipv4Addr },
+    RemoveInterface {
+        port: u16,
+    },
+    AddRoute {
+        vrf: u16,
+        prefix: Ipv4Net,
+        target: Adjacency,
+    },
+    DelRoute {
+        vrf: u16,
+        prefix: Ipv4Net,
+    },
+    SetNeighbour {
+        port: u16,
+        ip: Ipv4Addr,
+        mac: MacAddr,
+    },
+    DelNeighbour {
+        port: u16,
+        ip: Ipv4Addr,
+    },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -168,7 +184,11 @@ pub enum TableError {
     #[error("change {index}: vrf {vrf} has no routes")]
     UnknownVrf { index: usize, vrf: u16 },
     #[error("change {index}: no static neighbour {ip} on port {port}")]
-    UnknownNeighbour { index: usize, port: u16, ip: Ipv4Addr },
+    UnknownNeighbour {
+        index: usize,
+        port: u16,
+        ip: Ipv4Addr,
+    },
     #[error("change {index}: {source}")]
     Fib { index: usize, source: FibError },
     #[error("change {index}: port {port} is beyond the limit of {limit} ports")]
@@ -262,7 +282,13 @@ impl Tables {
         Arc::make_mut(&mut self.fibs[vrf as usize])
     }
 
-    fn add_route(&mut self, index: usize, vrf: u16, prefix: Ipv4Net, target: Adjacency) -> Result<(), TableError> {
+    fn add_route(
+        &mut self,
+        index: usize,
+        vrf: u16,
+        prefix: Ipv4Net,
+        target: Adjacency,
+    ) -> Result<(), TableError> {
         if let Adjacency::Connected { port } | Adjacency::Via { port, .. } = target {
             if self.interface(port).is_none() {
                 return Err(TableError::UnknownInterface { index, port });
@@ -289,7 +315,10 @@ impl Tables {
         let mut v = Vec::new();
         for n in &i.addresses {
             if n.len < 32 {
-                v.push((Ipv4Net::new(n.network(), n.len), Adjacency::Connected { port: i.port }));
+                v.push((
+                    Ipv4Net::new(n.network(), n.len),
+                    Adjacency::Connected { port: i.port },
+                ));
             }
             v.push((Ipv4Net::new(n.addr, 32), Adjacency::Local));
         }
@@ -316,10 +345,18 @@ impl Tables {
         match change {
             TableChange::SetInterface(i) => {
                 if i.port >= MAX_PORTS {
-                    return Err(TableError::PortRange { index, port: i.port, limit: MAX_PORTS });
+                    return Err(TableError::PortRange {
+                        index,
+                        port: i.port,
+                        limit: MAX_PORTS,
+                    });
                 }
                 if i.mtu < 68 {
-                    return Err(TableError::Mtu { index, port: i.port, mtu: i.mtu });
+                    return Err(TableError::Mtu {
+                        index,
+                        port: i.port,
+                        mtu: i.mtu,
+                    });
                 }
                 if let Some(old) = self.interface(i.port).cloned() {
                     self.remove_interface_routes(index, &old)?;
@@ -342,7 +379,11 @@ impl Tables {
                 self.neighbours.retain(|(p, _), _| p != port);
                 self.refresh_adjacency_macs();
             }
-            TableChange::AddRoute { vrf, prefix, target } => {
+            TableChange::AddRoute {
+                vrf,
+                prefix,
+                target,
+            } => {
                 self.add_route(index, *vrf, *prefix, *target)?;
             }
             TableChange::DelRoute { vrf, prefix } => self.del_route(index, *vrf, *prefix)?,
@@ -354,9 +395,13 @@ impl Tables {
                 self.refresh_adjacency_macs();
             }
             TableChange::DelNeighbour { port, ip } => {
-                self.neighbours
-                    .remove(&(*port, u32::from(*ip)))
-                    .ok_or(TableError::UnknownNeighbour { index, port: *port, ip: *ip })?;
+                self.neighbours.remove(&(*port, u32::from(*ip))).ok_or(
+                    TableError::UnknownNeighbour {
+                        index,
+                        port: *port,
+                        ip: *ip,
+                    },
+                )?;
                 self.refresh_adjacency_macs();
             }
         }
@@ -420,8 +465,16 @@ mod tests {
         let before = t.snapshot();
         let err = t
             .commit(&[
-                TableChange::AddRoute { vrf: 0, prefix: net("10.9.0.0/16"), target: Adjacency::Drop },
-                TableChange::AddRoute { vrf: 0, prefix: net("10.8.0.0/16"), target: Adjacency::Connected { port: 7 } },
+                TableChange::AddRoute {
+                    vrf: 0,
+                    prefix: net("10.9.0.0/16"),
+                    target: Adjacency::Drop,
+                },
+                TableChange::AddRoute {
+                    vrf: 0,
+                    prefix: net("10.8.0.0/16"),
+                    target: Adjacency::Connected { port: 7 },
+                },
             ])
             .unwrap_err();
         assert_eq!(err, TableError::UnknownInterface { index: 1, port: 7 });
@@ -434,16 +487,30 @@ mod tests {
     fn interfaces_bring_local_and_connected_routes() {
         let t = TableHandle::new();
         let eth0 = Interface::new(0, "eth0", MacAddr::local(1)).with_address(net("10.0.0.1/24"));
-        t.commit(&[TableChange::SetInterface(eth0.clone())]).unwrap();
+        t.commit(&[TableChange::SetInterface(eth0.clone())])
+            .unwrap();
         let s = t.snapshot();
-        assert_eq!(s.route(0, "10.0.0.1".parse().unwrap()).map(|r| r.1), Some(Adjacency::Local));
-        assert_eq!(s.route(0, "10.0.0.9".parse().unwrap()).map(|r| r.1), Some(Adjacency::Connected { port: 0 }));
-        let moved = Interface { addresses: vec![net("10.5.0.1/16")], ..eth0 };
+        assert_eq!(
+            s.route(0, "10.0.0.1".parse().unwrap()).map(|r| r.1),
+            Some(Adjacency::Local)
+        );
+        assert_eq!(
+            s.route(0, "10.0.0.9".parse().unwrap()).map(|r| r.1),
+            Some(Adjacency::Connected { port: 0 })
+        );
+        let moved = Interface {
+            addresses: vec![net("10.5.0.1/16")],
+            ..eth0
+        };
         t.commit(&[TableChange::SetInterface(moved)]).unwrap();
         let s = t.snapshot();
-        assert!(s.route(0, "10.0.0.9".parse().unwrap()).is_none(), "old subnet gone");
+        assert!(
+            s.route(0, "10.0.0.9".parse().unwrap()).is_none(),
+            "old subnet gone"
+        );
         assert!(s.route(0, "10.5.3.3".parse().unwrap()).is_some());
-        t.commit(&[TableChange::RemoveInterface { port: 0 }]).unwrap();
+        t.commit(&[TableChange::RemoveInterface { port: 0 }])
+            .unwrap();
         assert!(t.snapshot().fib(0).unwrap().is_empty());
     }
 
@@ -454,12 +521,27 @@ mod tests {
         let gw: Ipv4Addr = "10.0.0.254".parse().unwrap();
         t.commit(&[
             TableChange::SetInterface(eth0),
-            TableChange::AddRoute { vrf: 0, prefix: net("0.0.0.0/0"), target: Adjacency::Via { port: 0, next_hop: gw } },
+            TableChange::AddRoute {
+                vrf: 0,
+                prefix: net("0.0.0.0/0"),
+                target: Adjacency::Via {
+                    port: 0,
+                    next_hop: gw,
+                },
+            },
         ])
         .unwrap();
         let (adj, _) = t.snapshot().route(0, "8.8.8.8".parse().unwrap()).unwrap();
         assert_eq!(t.snapshot().adjacency_mac[adj as usize], None);
-        t.commit(&[TableChange::SetNeighbour { port: 0, ip: gw, mac: MacAddr::local(99) }]).unwrap();
-        assert_eq!(t.snapshot().adjacency_mac[adj as usize], Some(MacAddr::local(99)));
+        t.commit(&[TableChange::SetNeighbour {
+            port: 0,
+            ip: gw,
+            mac: MacAddr::local(99),
+        }])
+        .unwrap();
+        assert_eq!(
+            t.snapshot().adjacency_mac[adj as usize],
+            Some(MacAddr::local(99))
+        );
     }
 }

@@ -58,7 +58,10 @@ impl TraceBuffer {
     }
 
     pub fn record(&mut self, id: u32, node: &'static str, note: String) {
-        if let Some(p) = id.checked_sub(1).and_then(|i| self.packets.get_mut(i as usize)) {
+        if let Some(p) = id
+            .checked_sub(1)
+            .and_then(|i| self.packets.get_mut(i as usize))
+        {
             p.records.push(TraceRecord { node, note });
         }
     }
@@ -71,7 +74,13 @@ impl TraceBuffer {
     pub fn show(&self) -> String {
         let mut out = String::new();
         for p in &self.packets {
-            let _ = writeln!(out, "Packet {} (rx port {}, t={}ns)", p.id, p.rx_port, p.received.nanos());
+            let _ = writeln!(
+                out,
+                "Packet {} (rx port {}, t={}ns)",
+                p.id,
+                p.rx_port,
+                p.received.nanos()
+            );
             for r in &p.records {
                 let _ = writeln!(out, "  {:<18} {}", r.node, r.note);
             }

@@ -25,7 +25,7 @@ fn header_checksum_valid(h: &etherparse::Ipv4HeaderSlice<'_>) -> bool {
 #[test]
 fn forwarded_packet_has_ttl_decremented_checksum_valid_and_macs_rewritten() {
     let mut r = Router::new(false);
-    let (to_a, to_b) = r.from_a(&[udp(A_MAC, R0_MAC, A_IP, B_IP, 64, b"hello b")]);
+    let (to_a, to_b) = r.send_from_a(&[udp(A_MAC, R0_MAC, A_IP, B_IP, 64, b"hello b")]);
     assert!(to_a.is_empty());
     assert_eq!(to_b.len(), 1);
     let (p, h) = ipv4(&to_b[0]);
@@ -34,10 +34,15 @@ fn forwarded_packet_has_ttl_decremented_checksum_valid_and_macs_rewritten() {
     assert_eq!(eth.destination, B_MAC.0);
     assert_eq!(eth.source, R1_MAC.0);
     assert_eq!(h.ttl(), 63);
-    assert!(header_checksum_valid(&h), "header checksum valid after the ttl change");
+    assert!(
+        header_checksum_valid(&h),
+        "header checksum valid after the ttl change"
+    );
     assert_eq!(h.source_addr(), A_IP);
     assert_eq!(h.destination_addr(), B_IP);
-    let Some(TransportSlice::Udp(u)) = &p.transport else { panic!("udp") };
+    let Some(TransportSlice::Udp(u)) = &p.transport else {
+        panic!("udp")
+    };
     assert_eq!(u.payload(), b"hello b");
     assert_eq!(r.engine.interface_counters(1).tx_packets, 1);
 }
@@ -46,16 +51,22 @@ fn forwarded_packet_has_ttl_decremented_checksum_valid_and_macs_rewritten() {
 fn ttl_one_yields_time_exceeded_to_the_sender() {
     let mut r = Router::new(false);
     let original = udp(A_MAC, R0_MAC, A_IP, B_IP, 1, b"expiring");
-    let (to_a, to_b) = r.from_a(std::slice::from_ref(&original));
+    let (to_a, to_b) = r.send_from_a(std::slice::from_ref(&original));
     assert!(to_b.is_empty());
     assert_eq!(to_a.len(), 1);
     let (p, h) = ipv4(&to_a[0]);
     assert_eq!(h.source_addr(), R0_IP);
     assert_eq!(h.destination_addr(), A_IP);
     assert!(header_checksum_valid(&h));
-    let Some(TransportSlice::Icmpv4(icmp)) = &p.transport else { panic!("icmp") };
+    let Some(TransportSlice::Icmpv4(icmp)) = &p.transport else {
+        panic!("icmp")
+    };
     assert!(matches!(icmp.icmp_type(), Icmpv4Type::TimeExceeded(_)));
-    assert_eq!(icmp.icmp_type().calc_checksum(icmp.payload()), icmp.checksum(), "icmp checksum");
+    assert_eq!(
+        icmp.icmp_type().calc_checksum(icmp.payload()),
+        icmp.checksum(),
+        "icmp checksum"
+    );
     // The quote: the original IP header and the first 8 bytes of its payload.
     assert_eq!(icmp.payload(), &original[14..14 + 28]);
     assert_eq!(r.engine.counter(Counter::IcmpTimeExceededSent), 1);
@@ -65,22 +76,45 @@ fn ttl_one_yields_time_exceeded_to_the_sender() {
 #[test]
 fn unknown_network_is_counted_and_answered_unreachable() {
     let mut r = Router::new(false);
-    let (to_a, to_b) = r.from_a(&[udp(A_MAC, R0_MAC, A_IP, "192.0.2.9".parse().unwrap(), 64, b"x")]);
+    let (to_a, to_b) = r.send_from_a(&[udp(
+        A_MAC,
+        R0_MAC,
+        A_IP,
+        "192.0.2.9".parse().unwrap(),
+        64,
+        b"x",
+    )]);
     assert!(to_b.is_empty());
     assert_eq!(r.engine.counter(Counter::Ip4NoRoute), 1);
     let (p, h) = ipv4(&to_a[0]);
     assert_eq!(h.destination_addr(), A_IP);
-    let Some(TransportSlice::Icmpv4(icmp)) = &p.transport else { panic!("icmp") };
-    assert!(matches!(icmp.icmp_type(), Icmpv4Type::DestinationUnreachable(etherparse::icmpv4::DestUnreachableHeader::Network)));
+    let Some(TransportSlice::Icmpv4(icmp)) = &p.transport else {
+        panic!("icmp")
+    };
+    assert!(matches!(
+        icmp.icmp_type(),
+        Icmpv4Type::DestinationUnreachable(etherparse::icmpv4::DestUnreachableHeader::Network)
+    ));
 }
 
 #[test]
 fn null_route_is_a_counted_drop() {
     let mut r = Router::new(false);
     r.tables
-        .commit(&[TableChange::AddRoute { vrf: 0, prefix: net("198.51.100.0/24"), target: Adjacency::Drop }])
+        .commit(&[TableChange::AddRoute {
+            vrf: 0,
+            prefix: net("198.51.100.0/24"),
+            target: Adjacency::Drop,
+        }])
         .unwrap();
-    let (to_a, to_b) = r.from_a(&[udp(A_MAC, R0_MAC, A_IP, "198.51.100.1".parse().unwrap(), 64, b"x")]);
+    let (to_a, to_b) = r.send_from_a(&[udp(
+        A_MAC,
+        R0_MAC,
+        A_IP,
+        "198.51.100.1".parse().unwrap(),
+        64,
+        b"x",
+    )]);
     assert!(to_a.is_empty() && to_b.is_empty());
     assert_eq!(r.engine.counter(Counter::Ip4NullRoute), 1);
 }
@@ -88,10 +122,28 @@ fn null_route_is_a_counted_drop() {
 #[test]
 fn arp_for_own_and_proxied_addresses_is_answered() {
     let mut r = Router::new(false);
-    let own = arp(ArpOperation::REQUEST, A_MAC, MacAddr::BROADCAST, (A_MAC, A_IP), (MacAddr::ZERO, R0_IP));
-    let proxied = arp(ArpOperation::REQUEST, A_MAC, MacAddr::BROADCAST, (A_MAC, A_IP), (MacAddr::ZERO, "10.0.3.77".parse().unwrap()));
-    let foreign = arp(ArpOperation::REQUEST, A_MAC, MacAddr::BROADCAST, (A_MAC, A_IP), (MacAddr::ZERO, "10.0.1.99".parse().unwrap()));
-    let (to_a, _) = r.from_a(&[own, proxied, foreign]);
+    let own = arp(
+        ArpOperation::REQUEST,
+        A_MAC,
+        MacAddr::BROADCAST,
+        (A_MAC, A_IP),
+        (MacAddr::ZERO, R0_IP),
+    );
+    let proxied = arp(
+        ArpOperation::REQUEST,
+        A_MAC,
+        MacAddr::BROADCAST,
+        (A_MAC, A_IP),
+        (MacAddr::ZERO, "10.0.3.77".parse().unwrap()),
+    );
+    let foreign = arp(
+        ArpOperation::REQUEST,
+        A_MAC,
+        MacAddr::BROADCAST,
+        (A_MAC, A_IP),
+        (MacAddr::ZERO, "10.0.1.99".parse().unwrap()),
+    );
+    let (to_a, _) = r.send_from_a(&[own, proxied, foreign]);
     assert_eq!(to_a.len(), 2, "own and proxied answered, foreign not");
     for (frame, asked) in to_a.iter().zip([R0_IP, "10.0.3.77".parse().unwrap()]) {
         let (eth, reply) = parse_arp(frame);
@@ -111,7 +163,7 @@ fn arp_for_own_and_proxied_addresses_is_answered() {
 #[test]
 fn unresolved_next_hop_is_asked_for_then_learned_from_the_reply() {
     let mut r = Router::new(true);
-    let (_, to_b) = r.from_a(&[udp(A_MAC, R0_MAC, A_IP, B_IP, 64, b"first")]);
+    let (_, to_b) = r.send_from_a(&[udp(A_MAC, R0_MAC, A_IP, B_IP, 64, b"first")]);
     assert_eq!(to_b.len(), 1);
     let (eth, req) = parse_arp(&to_b[0]);
     assert_eq!(eth.destination, MacAddr::BROADCAST.0);
@@ -119,39 +171,59 @@ fn unresolved_next_hop_is_asked_for_then_learned_from_the_reply() {
     assert_eq!(req.sender_ipv4_addr(), R1_IP);
     assert_eq!(req.target_ipv4_addr(), B_IP);
     // A second packet inside the retry interval is dropped, not asked again.
-    let (_, to_b) = r.from_a(&[udp(A_MAC, R0_MAC, A_IP, B_IP, 64, b"second")]);
+    let (_, to_b) = r.send_from_a(&[udp(A_MAC, R0_MAC, A_IP, B_IP, 64, b"second")]);
     assert!(to_b.is_empty());
     assert_eq!(r.engine.counter(Counter::RewriteNeighbourUnresolved), 1);
-    r.from_b(&[arp(ArpOperation::REPLY, B_MAC, R1_MAC, (B_MAC, B_IP), (R1_MAC, R1_IP))]);
+    r.send_from_b(&[arp(
+        ArpOperation::REPLY,
+        B_MAC,
+        R1_MAC,
+        (B_MAC, B_IP),
+        (R1_MAC, R1_IP),
+    )]);
     assert_eq!(r.engine.learned_neighbours(), vec![(1, B_IP, B_MAC)]);
-    let (_, to_b) = r.from_a(&[udp(A_MAC, R0_MAC, A_IP, B_IP, 64, b"third")]);
+    let (_, to_b) = r.send_from_a(&[udp(A_MAC, R0_MAC, A_IP, B_IP, 64, b"third")]);
     let (p, _) = ipv4(&to_b[0]);
-    let Some(TransportSlice::Udp(u)) = &p.transport else { panic!("udp") };
+    let Some(TransportSlice::Udp(u)) = &p.transport else {
+        panic!("udp")
+    };
     assert_eq!(u.payload(), b"third");
 }
 
 #[test]
 fn ping_to_the_router_is_answered() {
     let mut r = Router::new(false);
-    let (to_a, _) = r.from_a(&[echo_request(A_MAC, R0_MAC, A_IP, R0_IP, 64, 3)]);
+    let (to_a, _) = r.send_from_a(&[echo_request(A_MAC, R0_MAC, A_IP, R0_IP, 64, 3)]);
     let (p, h) = ipv4(&to_a[0]);
     assert_eq!(h.source_addr(), R0_IP);
     assert_eq!(h.destination_addr(), A_IP);
     assert!(header_checksum_valid(&h));
-    let Some(TransportSlice::Icmpv4(icmp)) = &p.transport else { panic!("icmp") };
-    let Icmpv4Type::EchoReply(e) = icmp.icmp_type() else { panic!("echo reply") };
+    let Some(TransportSlice::Icmpv4(icmp)) = &p.transport else {
+        panic!("icmp")
+    };
+    let Icmpv4Type::EchoReply(e) = icmp.icmp_type() else {
+        panic!("echo reply")
+    };
     assert_eq!((e.id, e.seq), (7, 3));
     assert_eq!(icmp.payload(), b"ping payload");
-    assert_eq!(icmp.icmp_type().calc_checksum(icmp.payload()), icmp.checksum());
+    assert_eq!(
+        icmp.icmp_type().calc_checksum(icmp.payload()),
+        icmp.checksum()
+    );
 }
 
 #[test]
 fn udp_to_the_router_gets_port_unreachable() {
     let mut r = Router::new(false);
-    let (to_a, _) = r.from_a(&[udp(A_MAC, R0_MAC, A_IP, R0_IP, 64, b"anyone?")]);
+    let (to_a, _) = r.send_from_a(&[udp(A_MAC, R0_MAC, A_IP, R0_IP, 64, b"anyone?")]);
     let (p, _) = ipv4(&to_a[0]);
-    let Some(TransportSlice::Icmpv4(icmp)) = &p.transport else { panic!("icmp") };
-    assert!(matches!(icmp.icmp_type(), Icmpv4Type::DestinationUnreachable(etherparse::icmpv4::DestUnreachableHeader::Port)));
+    let Some(TransportSlice::Icmpv4(icmp)) = &p.transport else {
+        panic!("icmp")
+    };
+    assert!(matches!(
+        icmp.icmp_type(),
+        Icmpv4Type::DestinationUnreachable(etherparse::icmpv4::DestUnreachableHeader::Port)
+    ));
 }
 
 #[test]
@@ -171,7 +243,16 @@ fn malformed_headers_are_dropped_with_their_reason() {
     not_for_us[0..6].copy_from_slice(&[2, 9, 9, 9, 9, 9]);
     let mut ip6 = good.clone();
     ip6[12..14].copy_from_slice(&[0x86, 0xdd]);
-    let (to_a, to_b) = r.from_a(&[bad_csum, bad_version, bad_ihl, bad_total, short, not_for_us, ip6, vec![1, 2, 3]]);
+    let (to_a, to_b) = r.send_from_a(&[
+        bad_csum,
+        bad_version,
+        bad_ihl,
+        bad_total,
+        short,
+        not_for_us,
+        ip6,
+        vec![1, 2, 3],
+    ]);
     assert!(to_a.is_empty() && to_b.is_empty());
     for c in [
         Counter::Ip4BadChecksum,
@@ -190,14 +271,22 @@ fn malformed_headers_are_dropped_with_their_reason() {
 
 #[test]
 fn icmp_errors_are_rate_limited() {
-    let mut r = Router::with_icmp(false, IcmpErrorConfig { per_second: 10, burst: 5 });
-    let frames: Vec<_> = (0..20).map(|_| udp(A_MAC, R0_MAC, A_IP, B_IP, 1, b"x")).collect();
-    let (to_a, _) = r.from_a(&frames);
+    let mut r = Router::with_icmp(
+        false,
+        IcmpErrorConfig {
+            per_second: 10,
+            burst: 5,
+        },
+    );
+    let frames: Vec<_> = (0..20)
+        .map(|_| udp(A_MAC, R0_MAC, A_IP, B_IP, 1, b"x"))
+        .collect();
+    let (to_a, _) = r.send_from_a(&frames);
     assert_eq!(to_a.len(), 5, "the burst");
     assert_eq!(r.engine.counter(Counter::IcmpRateLimited), 15);
     // 100 ms later one more token per 100 ms has come back.
     r.now = Timestamp(r.now.nanos() + 100_000_000);
-    let (to_a, _) = r.from_a(&frames[..3]);
+    let (to_a, _) = r.send_from_a(&frames[..3]);
     assert_eq!(to_a.len(), 1);
 }
 
@@ -206,7 +295,7 @@ fn no_icmp_error_about_an_icmp_error() {
     let mut r = Router::new(false);
     // A time-exceeded message with TTL 1 arriving for forwarding.
     let mut r2 = Router::new(false);
-    let (err, _) = r2.from_a(&[udp(A_MAC, R0_MAC, A_IP, B_IP, 1, b"x")]);
+    let (err, _) = r2.send_from_a(&[udp(A_MAC, R0_MAC, A_IP, B_IP, 1, b"x")]);
     let mut frame = err[0].clone();
     frame[0..6].copy_from_slice(&R0_MAC.0);
     frame[6..12].copy_from_slice(&A_MAC.0);
@@ -217,7 +306,7 @@ fn no_icmp_error_about_an_icmp_error() {
     frame[14 + 11] = 0;
     let c = contiv_dataplane::headers::internet_checksum(&frame[14..34]);
     frame[14 + 10..14 + 12].copy_from_slice(&c.to_be_bytes());
-    let (to_a, to_b) = r.from_a(&[frame]);
+    let (to_a, to_b) = r.send_from_a(&[frame]);
     assert!(to_a.is_empty() && to_b.is_empty());
     assert_eq!(r.engine.counter(Counter::IcmpSuppressed), 1);
 }
@@ -234,13 +323,17 @@ fn oversized_df_packet_gets_fragmentation_needed() {
     big[14 + 11] = 0;
     let c = contiv_dataplane::headers::internet_checksum(&big[14..34]);
     big[14 + 10..14 + 12].copy_from_slice(&c.to_be_bytes());
-    let (to_a, to_b) = r.from_a(&[big]);
+    let (to_a, to_b) = r.send_from_a(&[big]);
     assert!(to_b.is_empty());
     let (p, _) = ipv4(&to_a[0]);
-    let Some(TransportSlice::Icmpv4(icmp)) = &p.transport else { panic!("icmp") };
+    let Some(TransportSlice::Icmpv4(icmp)) = &p.transport else {
+        panic!("icmp")
+    };
     assert!(matches!(
         icmp.icmp_type(),
-        Icmpv4Type::DestinationUnreachable(etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: 576 })
+        Icmpv4Type::DestinationUnreachable(
+            etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: 576 }
+        )
     ));
 }
 
@@ -248,16 +341,23 @@ fn oversized_df_packet_gets_fragmentation_needed() {
 fn vrfs_keep_their_routes_apart() {
     let mut r = Router::new(false);
     // Move port 1 into VRF 7: A (VRF 0) no longer has a route to B's subnet.
-    let i = contiv_dataplane::Interface { vrf: 7, ..contiv_dataplane::Interface::new(1, "r1", R1_MAC).with_address(net("10.0.2.1/24")) };
+    let i = contiv_dataplane::Interface {
+        vrf: 7,
+        ..contiv_dataplane::Interface::new(1, "r1", R1_MAC).with_address(net("10.0.2.1/24"))
+    };
     r.tables.commit(&[TableChange::SetInterface(i)]).unwrap();
-    let (_, to_b) = r.from_a(&[udp(A_MAC, R0_MAC, A_IP, B_IP, 64, b"x")]);
+    let (_, to_b) = r.send_from_a(&[udp(A_MAC, R0_MAC, A_IP, B_IP, 64, b"x")]);
     assert!(to_b.is_empty());
     assert_eq!(r.engine.counter(Counter::Ip4NoRoute), 1);
     // A cross-VRF route in VRF 0 brings it back.
     r.tables
-        .commit(&[TableChange::AddRoute { vrf: 0, prefix: net("10.0.2.0/24"), target: Adjacency::Connected { port: 1 } }])
+        .commit(&[TableChange::AddRoute {
+            vrf: 0,
+            prefix: net("10.0.2.0/24"),
+            target: Adjacency::Connected { port: 1 },
+        }])
         .unwrap();
-    let (_, to_b) = r.from_a(&[udp(A_MAC, R0_MAC, A_IP, B_IP, 64, b"x")]);
+    let (_, to_b) = r.send_from_a(&[udp(A_MAC, R0_MAC, A_IP, B_IP, 64, b"x")]);
     assert_eq!(to_b.len(), 1);
 }
 
@@ -265,11 +365,23 @@ fn vrfs_keep_their_routes_apart() {
 fn trace_shows_the_path_of_a_packet() {
     let mut r = Router::new(false);
     r.engine.trace_add(1);
-    r.from_a(&[udp(A_MAC, R0_MAC, A_IP, B_IP, 64, b"traced"), udp(A_MAC, R0_MAC, A_IP, B_IP, 64, b"not traced")]);
+    r.send_from_a(&[
+        udp(A_MAC, R0_MAC, A_IP, B_IP, 64, b"traced"),
+        udp(A_MAC, R0_MAC, A_IP, B_IP, 64, b"not traced"),
+    ]);
     let traced = r.engine.traced();
     assert_eq!(traced.len(), 1);
     let nodes: Vec<_> = traced[0].records.iter().map(|r| r.node).collect();
-    assert_eq!(nodes, ["ethernet-input", "ip4-input", "ip4-lookup", "ip4-rewrite", "interface-output"]);
+    assert_eq!(
+        nodes,
+        [
+            "ethernet-input",
+            "ip4-input",
+            "ip4-lookup",
+            "ip4-rewrite",
+            "interface-output"
+        ]
+    );
     let text = r.engine.show_trace();
     assert!(text.contains("10.0.1.2 -> 10.0.2.2"), "{text}");
 }
@@ -277,12 +389,16 @@ fn trace_shows_the_path_of_a_packet() {
 #[test]
 fn table_changes_apply_to_the_next_vector() {
     let mut r = Router::new(false);
-    let (_, to_b) = r.from_a(&[udp(A_MAC, R0_MAC, A_IP, B_IP, 64, b"x")]);
+    let (_, to_b) = r.send_from_a(&[udp(A_MAC, R0_MAC, A_IP, B_IP, 64, b"x")]);
     assert_eq!(to_b.len(), 1);
     r.tables
-        .commit(&[TableChange::AddRoute { vrf: 0, prefix: net("10.0.2.2/32"), target: Adjacency::Drop }])
+        .commit(&[TableChange::AddRoute {
+            vrf: 0,
+            prefix: net("10.0.2.2/32"),
+            target: Adjacency::Drop,
+        }])
         .unwrap();
-    let (_, to_b) = r.from_a(&[udp(A_MAC, R0_MAC, A_IP, B_IP, 64, b"x")]);
+    let (_, to_b) = r.send_from_a(&[udp(A_MAC, R0_MAC, A_IP, B_IP, 64, b"x")]);
     assert!(to_b.is_empty());
     assert_eq!(r.engine.counter(Counter::Ip4NullRoute), 1);
 }
@@ -310,8 +426,17 @@ fn worker_thread_forwards_while_the_control_plane_commits() {
         std::thread::spawn(move || {
             let mut i = 0u32;
             while !stop.load(Ordering::Relaxed) {
-                let prefix = contiv_dataplane::Ipv4Net::new(std::net::Ipv4Addr::from(0xc000_0000 | (i << 8)), 24);
-                tables.commit(&[TableChange::AddRoute { vrf: 0, prefix, target: Adjacency::Drop }]).unwrap();
+                let prefix = contiv_dataplane::Ipv4Net::new(
+                    std::net::Ipv4Addr::from(0xc000_0000 | (i << 8)),
+                    24,
+                );
+                tables
+                    .commit(&[TableChange::AddRoute {
+                        vrf: 0,
+                        prefix,
+                        target: Adjacency::Drop,
+                    }])
+                    .unwrap();
                 i = (i + 1) % 4096;
             }
         })
@@ -329,7 +454,10 @@ fn worker_thread_forwards_while_the_control_plane_commits() {
         // Wait, with a bound, for this round's packets to come out at B.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while received < (usize::from(round) + 1) * 20 {
-            assert!(std::time::Instant::now() < deadline, "worker stalled at round {round}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "worker stalled at round {round}"
+            );
             received += r.b.rx_burst(&mut r.pool, &mut out, 256, Timestamp::ZERO);
             r.pool.free_all(&mut out);
             std::thread::yield_now();

@@ -4,8 +4,12 @@
 
 use std::net::Ipv4Addr;
 
-use contiv_dataplane::{Engine, EngineConfig, IcmpErrorConfig, Interface, Ipv4Net, TableChange, TableHandle};
-use contiv_hw::{virtual_wire, BufferPool, MacAddr, PacketBuf, Port, Timestamp, VirtualPort, WireConfig};
+use contiv_dataplane::{
+    Engine, EngineConfig, IcmpErrorConfig, Interface, Ipv4Net, TableChange, TableHandle,
+};
+use contiv_hw::{
+    virtual_wire, BufferPool, MacAddr, PacketBuf, Port, Timestamp, VirtualPort, WireConfig,
+};
 use etherparse::{ArpEthIpv4Packet, ArpOperation, EtherType, Ethernet2Header, PacketBuilder};
 
 pub const R0_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x10]);
@@ -41,22 +45,47 @@ impl Router {
     pub fn with_icmp(learn: bool, icmp: IcmpErrorConfig) -> Router {
         let pool = BufferPool::new("test", 4096);
         let tables = TableHandle::new();
-        let mut engine = Engine::new(&tables, pool.handle(), &EngineConfig { icmp_errors: icmp }).unwrap();
-        let cfg = WireConfig { capacity: 1024, mtu: 1500 };
+        let mut engine =
+            Engine::new(&tables, pool.handle(), &EngineConfig { icmp_errors: icmp }).unwrap();
+        let cfg = WireConfig {
+            capacity: 1024,
+            mtu: 1500,
+        };
         let (r0, a, _) = virtual_wire(("r0", R0_MAC), ("a", A_MAC), &cfg);
         let (r1, b, _) = virtual_wire(("r1", R1_MAC), ("b", B_MAC), &cfg);
         assert_eq!(engine.add_port(Box::new(r0)).unwrap(), 0);
         assert_eq!(engine.add_port(Box::new(r1)).unwrap(), 1);
         let mut changes = vec![
-            TableChange::SetInterface(Interface::new(0, "r0", R0_MAC).with_address(net("10.0.1.1/24")).with_proxy_arp(net("10.0.3.0/24"))),
-            TableChange::SetInterface(Interface::new(1, "r1", R1_MAC).with_address(net("10.0.2.1/24"))),
+            TableChange::SetInterface(
+                Interface::new(0, "r0", R0_MAC)
+                    .with_address(net("10.0.1.1/24"))
+                    .with_proxy_arp(net("10.0.3.0/24")),
+            ),
+            TableChange::SetInterface(
+                Interface::new(1, "r1", R1_MAC).with_address(net("10.0.2.1/24")),
+            ),
         ];
         if !learn {
-            changes.push(TableChange::SetNeighbour { port: 0, ip: A_IP, mac: A_MAC });
-            changes.push(TableChange::SetNeighbour { port: 1, ip: B_IP, mac: B_MAC });
+            changes.push(TableChange::SetNeighbour {
+                port: 0,
+                ip: A_IP,
+                mac: A_MAC,
+            });
+            changes.push(TableChange::SetNeighbour {
+                port: 1,
+                ip: B_IP,
+                mac: B_MAC,
+            });
         }
         tables.commit(&changes).unwrap();
-        Router { engine, tables, pool, a, b, now: Timestamp::from_millis(1) }
+        Router {
+            engine,
+            tables,
+            pool,
+            a,
+            b,
+            now: Timestamp::from_millis(1),
+        }
     }
 
     fn send(port: &mut VirtualPort, pool: &mut BufferPool, frames: &[Vec<u8>], now: Timestamp) {
@@ -68,16 +97,20 @@ impl Router {
                 p
             })
             .collect();
-        assert_eq!(port.tx_burst(&mut v, pool, now), frames.len(), "wire accepted every frame");
+        assert_eq!(
+            port.tx_burst(&mut v, pool, now),
+            frames.len(),
+            "wire accepted every frame"
+        );
     }
 
     /// A sends frames, the engine polls, returns what A and B received.
-    pub fn from_a(&mut self, frames: &[Vec<u8>]) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    pub fn send_from_a(&mut self, frames: &[Vec<u8>]) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
         Self::send(&mut self.a, &mut self.pool, frames, self.now);
         self.run()
     }
 
-    pub fn from_b(&mut self, frames: &[Vec<u8>]) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    pub fn send_from_b(&mut self, frames: &[Vec<u8>]) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
         Self::send(&mut self.b, &mut self.pool, frames, self.now);
         self.run()
     }
@@ -104,7 +137,14 @@ impl Router {
     }
 }
 
-pub fn udp(src_mac: MacAddr, dst_mac: MacAddr, src: Ipv4Addr, dst: Ipv4Addr, ttl: u8, payload: &[u8]) -> Vec<u8> {
+pub fn udp(
+    src_mac: MacAddr,
+    dst_mac: MacAddr,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    ttl: u8,
+    payload: &[u8],
+) -> Vec<u8> {
     let b = PacketBuilder::ethernet2(src_mac.0, dst_mac.0)
         .ipv4(src.octets(), dst.octets(), ttl)
         .udp(4000, 5000);
@@ -113,7 +153,14 @@ pub fn udp(src_mac: MacAddr, dst_mac: MacAddr, src: Ipv4Addr, dst: Ipv4Addr, ttl
     v
 }
 
-pub fn echo_request(src_mac: MacAddr, dst_mac: MacAddr, src: Ipv4Addr, dst: Ipv4Addr, ttl: u8, seq: u16) -> Vec<u8> {
+pub fn echo_request(
+    src_mac: MacAddr,
+    dst_mac: MacAddr,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    ttl: u8,
+    seq: u16,
+) -> Vec<u8> {
     let b = PacketBuilder::ethernet2(src_mac.0, dst_mac.0)
         .ipv4(src.octets(), dst.octets(), ttl)
         .icmpv4_echo_request(7, seq);
@@ -123,10 +170,20 @@ pub fn echo_request(src_mac: MacAddr, dst_mac: MacAddr, src: Ipv4Addr, dst: Ipv4
     v
 }
 
-pub fn arp(op: ArpOperation, src_mac: MacAddr, dst_mac: MacAddr, sender: (MacAddr, Ipv4Addr), target: (MacAddr, Ipv4Addr)) -> Vec<u8> {
-    let mut v = Ethernet2Header { source: src_mac.0, destination: dst_mac.0, ether_type: EtherType::ARP }
-        .to_bytes()
-        .to_vec();
+pub fn arp(
+    op: ArpOperation,
+    src_mac: MacAddr,
+    dst_mac: MacAddr,
+    sender: (MacAddr, Ipv4Addr),
+    target: (MacAddr, Ipv4Addr),
+) -> Vec<u8> {
+    let mut v = Ethernet2Header {
+        source: src_mac.0,
+        destination: dst_mac.0,
+        ether_type: EtherType::ARP,
+    }
+    .to_bytes()
+    .to_vec();
     v.extend_from_slice(
         &ArpEthIpv4Packet {
             operation: op,
@@ -143,6 +200,9 @@ pub fn arp(op: ArpOperation, src_mac: MacAddr, dst_mac: MacAddr, sender: (MacAdd
 pub fn parse_arp(frame: &[u8]) -> (Ethernet2Header, ArpEthIpv4Packet) {
     let (eth, rest) = Ethernet2Header::from_slice(frame).unwrap();
     assert_eq!(eth.ether_type, EtherType::ARP);
-    let arp = etherparse::ArpPacket::from_slice(rest).unwrap().try_eth_ipv4().unwrap();
+    let arp = etherparse::ArpPacket::from_slice(rest)
+        .unwrap()
+        .try_eth_ipv4()
+        .unwrap();
     (eth, arp)
 }

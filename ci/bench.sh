@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs the criterion benchmarks in release and prints the packet rates as a ratio to the
+# I/O bound measured in the same run.
+#   ci/bench.sh [extra criterion options, e.g. --measurement-time 10]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+cargo bench -p contiv-benches --bench io_forward --bench ip4_forward --bench fib_lookup -- "$@" | tee "$out"
+
+# criterion prints "thrpt:  [low mid high]"; take the middle estimate of each benchmark.
+rate() {
+  awk -v name="$1" '
+    $0 ~ "^"name"[ ]" || $0 == name { found = 1 }
+    found && /thrpt:/ { v = $(NF-3); u = $(NF-2); if (u == "Kelem/s") v /= 1000; if (u == "elem/s") v /= 1e6; print v; exit }
+  ' "$out"
+}
+io=$(rate "ip4_forward/io_bound_64B")
+one=$(rate "ip4_forward/1_route")
+million=$(rate "ip4_forward/1M_routes")
+echo
+echo "summary (Mpps per core, 64-byte packets)"
+printf '  io bound (virtual ports, no processing)  %8.2f\n' "$io"
+printf '  ip4_forward, 1 route                     %8.2f  (%.0f%% of io bound)\n' "$one" "$(echo "$one / $io * 100" | bc -l)"
+printf '  ip4_forward, 1M routes                   %8.2f  (%.0f%% of io bound)\n' "$million" "$(echo "$million / $io * 100" | bc -l)"

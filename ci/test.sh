@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Runs every test of the project on this machine, installing what the tests need first.
+# Fails loudly: any failing step stops the script with a non-zero exit.
+#
+# Needs root for apt-get (and, as later issues land, for network namespaces).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+# Debian packages the tests use, by the command that proves each is there.
+declare -A packages=(
+  [tcpdump]=tcpdump   # reads the pcap captures the virtual ports write
+)
+missing=()
+for cmd in "${!packages[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("${packages[$cmd]}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  step "installing ${missing[*]}"
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "ci/test.sh: these packages are missing and only root can install them: ${missing[*]}" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# Tests that need an outside tool fail (rather than skip) when it is missing under CI.
+export CONTIV_REQUIRE_TOOLS=1
+export CARGO_TERM_COLOR=never
+
+step "format"
+cargo fmt --all -- --check
+
+step "lint"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "the demo's build needs nothing but Rust"
+if cargo tree -p contiv-harness -e normal,build --prefix none | grep -E '^(bindgen|prost-build|tonic-build|tonic-prost-build|etcd-client|protoc)' ; then
+  echo "ci/test.sh: the demo's dependency graph pulls in a build that needs protoc, libclang or libdpdk" >&2
+  exit 1
+fi
+
+step "tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast
+else
+  cargo test --workspace --locked --no-fail-fast
+fi
+cargo test --workspace --locked --doc
+
+step "demo"
+cargo run --locked -q -p contiv-harness -- demo --udp 3000 --no-pcap | tail -n 12
+
+step "fuzz (bounded, fixed seed)"
+ci/fuzz.sh 30 -seed=1
+
+printf '\nci/test.sh: all checks passed\n'
