@@ -183,6 +183,16 @@ pub struct Ip4Forward {
 
 impl Ip4Forward {
     pub fn new(extra_routes: usize, flows: usize) -> Self {
+        Self::with_burst(
+            extra_routes,
+            flows,
+            contiv_dataplane::engine::DEFAULT_RX_BURST,
+        )
+    }
+
+    /// As `new`, with the engine taking `rx_burst` packets per poll (so a 256-packet
+    /// round is several vectors when smaller).
+    pub fn with_burst(extra_routes: usize, flows: usize, rx_burst: usize) -> Self {
         let prefixes = random_prefixes(extra_routes, 42);
         let mut rng = ChaCha8Rng::seed_from_u64(7);
         let frames: Vec<[u8; 60]> = if prefixes.is_empty() {
@@ -240,7 +250,7 @@ impl Ip4Forward {
     pub fn round(&mut self) -> usize {
         self.rig.send();
         self.now += 1_000;
-        self.engine.poll(Timestamp(self.now));
+        while self.engine.poll(Timestamp(self.now)) > 0 {}
         self.rig.receive()
     }
 }

@@ -13,6 +13,7 @@ mod buffer;
 mod impair;
 mod pcap;
 mod port;
+mod prefetch;
 mod time;
 mod virtual_nic;
 
@@ -23,5 +24,6 @@ pub use buffer::{
 pub use impair::{ImpairedPort, Impairments};
 pub use pcap::{PcapError, PcapPort};
 pub use port::{MacAddr, Port, PortDropReason, PortStats};
+pub use prefetch::prefetch_read;
 pub use time::Timestamp;
 pub use virtual_nic::{virtual_wire, LinkHandle, VirtualPort, WireConfig};

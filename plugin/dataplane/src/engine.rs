@@ -29,10 +29,26 @@ pub enum EngineError {
 }
 
 /// How an engine is built.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct EngineConfig {
     pub icmp_errors: IcmpErrorConfig,
+    /// Packets taken from a port per poll, and so the size of the vectors the graph sees
+    /// (at most [`VECTOR_SIZE`]).
+    pub rx_burst: usize,
 }
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            icmp_errors: IcmpErrorConfig::default(),
+            rx_burst: DEFAULT_RX_BURST,
+        }
+    }
+}
+
+/// The rx burst that measured fastest here (`ci/bench.sh`): small enough that a vector's
+/// packet headers and the frames between nodes stay in L1.
+pub const DEFAULT_RX_BURST: usize = VECTOR_SIZE;
 
 /// One worker of the dataplane.
 pub struct Engine {
@@ -42,6 +58,7 @@ pub struct Engine {
     ports: Vec<Box<dyn Port>>,
     w: WorkerState,
     rx: PacketVec,
+    rx_burst: usize,
     packets_out: u64,
 }
 
@@ -72,6 +89,7 @@ impl Engine {
             ports: Vec::new(),
             w: WorkerState::new(pool),
             rx: Vec::with_capacity(VECTOR_SIZE),
+            rx_burst: DEFAULT_RX_BURST,
             packets_out: 0,
         })
     }
@@ -109,7 +127,7 @@ impl Engine {
         self.w.now = now;
         let mut total = 0;
         for port in 0..self.ports.len() {
-            let n = self.ports[port].rx_burst(&mut self.w.pool, &mut self.rx, VECTOR_SIZE, now);
+            let n = self.ports[port].rx_burst(&mut self.w.pool, &mut self.rx, self.rx_burst, now);
             if n == 0 {
                 continue;
             }

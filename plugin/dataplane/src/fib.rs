@@ -111,6 +111,26 @@ impl Fib {
         (slot & VALUE_MASK).checked_sub(1)
     }
 
+    /// Looks up many addresses at once, replacing each with its adjacency or `miss`.
+    ///
+    /// In stages, so that the cache misses of a whole vector overlap: first every
+    /// first-level slot is read and the chunk line each address will need is prefetched,
+    /// then the lookups finish on lines that are (mostly) already in cache.
+    #[inline]
+    pub fn lookup_bulk(&self, addrs: &mut [u32], miss: u32) {
+        for &a in addrs.iter() {
+            let slot = self.level1[(a >> 16) as usize];
+            if is_chunk(slot) {
+                if let Some(chunk) = self.chunks.get((slot & !CHUNK) as usize) {
+                    contiv_hw::prefetch_read(&chunk[((a >> 8) & 0xff) as usize]);
+                }
+            }
+        }
+        for a in addrs.iter_mut() {
+            *a = self.lookup(*a).unwrap_or(miss);
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.prefixes.len()
     }

@@ -16,7 +16,7 @@ pub struct TraceRecord {
 /// One traced packet.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TracedPacket {
-    pub id: u32,
+    pub id: u16,
     pub rx_port: u16,
     pub received: Timestamp,
     pub records: Vec<TraceRecord>,
@@ -42,12 +42,12 @@ impl TraceBuffer {
 
     /// Whether the packet now entering the graph is to be traced: returns its trace id.
     #[inline]
-    pub fn admit(&mut self, rx_port: u16, now: Timestamp) -> u32 {
-        if self.remaining == 0 {
+    pub fn admit(&mut self, rx_port: u16, now: Timestamp) -> u16 {
+        if self.remaining == 0 || self.packets.len() >= usize::from(u16::MAX) {
             return 0;
         }
         self.remaining -= 1;
-        let id = self.packets.len() as u32 + 1;
+        let id = self.packets.len() as u16 + 1;
         self.packets.push(TracedPacket {
             id,
             rx_port,
@@ -57,7 +57,7 @@ impl TraceBuffer {
         id
     }
 
-    pub fn record(&mut self, id: u32, node: &'static str, note: String) {
+    pub fn record(&mut self, id: u16, node: &'static str, note: String) {
         if let Some(p) = id
             .checked_sub(1)
             .and_then(|i| self.packets.get_mut(i as usize))
