@@ -211,8 +211,11 @@ impl Ip4Forward {
         };
         let (rig, dut_in, dut_out) = Rig::new(frames);
         let tables = TableHandle::new();
-        let mut engine = Engine::new(&tables, rig.pool.handle(), &EngineConfig::default())
-            .expect("standard graph");
+        let config = EngineConfig {
+            rx_burst,
+            ..EngineConfig::default()
+        };
+        let mut engine = Engine::new(&tables, rig.pool.handle(), &config).expect("standard graph");
         engine.add_port(Box::new(dut_in)).expect("port");
         engine.add_port(Box::new(dut_out)).expect("port");
         let mut changes = vec![

@@ -45,8 +45,15 @@ impl Router {
     pub fn with_icmp(learn: bool, icmp: IcmpErrorConfig) -> Router {
         let pool = BufferPool::new("test", 4096);
         let tables = TableHandle::new();
-        let mut engine =
-            Engine::new(&tables, pool.handle(), &EngineConfig { icmp_errors: icmp }).unwrap();
+        let mut engine = Engine::new(
+            &tables,
+            pool.handle(),
+            &EngineConfig {
+                icmp_errors: icmp,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let cfg = WireConfig {
             capacity: 1024,
             mtu: 1500,
