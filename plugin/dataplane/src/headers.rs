@@ -52,7 +52,9 @@ pub const ARP_OP_REPLY: u16 = 2;
 
 #[inline]
 pub fn read_u16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
+    // One bounds check for the pair, then a plain load.
+    let bytes: [u8; 2] = b[at..at + 2].try_into().unwrap_or([0; 2]);
+    u16::from_be_bytes(bytes)
 }
 
 #[inline]
@@ -62,7 +64,8 @@ pub fn write_u16(b: &mut [u8], at: usize, v: u16) {
 
 #[inline]
 pub fn read_u32(b: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+    let bytes: [u8; 4] = b[at..at + 4].try_into().unwrap_or([0; 4]);
+    u32::from_be_bytes(bytes)
 }
 
 #[inline]
@@ -98,10 +101,28 @@ pub fn internet_checksum(data: &[u8]) -> u16 {
     !ones_complement_sum(data, 0)
 }
 
+/// The one's-complement sum of an IPv4 header folded to 16 bits. Headers are a multiple
+/// of 4 bytes, so the sum runs over 32-bit words (one's-complement addition does not care
+/// about the word size), five additions for a plain header.
+#[inline]
+fn ip4_header_sum(hdr: &[u8]) -> u16 {
+    let mut sum = 0u64;
+    for w in hdr.chunks_exact(4) {
+        let bytes: [u8; 4] = w.try_into().unwrap_or([0; 4]);
+        sum += u64::from(u32::from_be_bytes(bytes));
+    }
+    sum = (sum & 0xffff_ffff) + (sum >> 32);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum as u16
+}
+
 /// The IPv4 header checksum is valid when the header sums to 0xffff.
 #[inline]
 pub fn ip4_header_checksum_ok(hdr: &[u8]) -> bool {
-    ones_complement_sum(hdr, 0) == 0xffff
+    debug_assert!(hdr.len() % 4 == 0);
+    ip4_header_sum(hdr) == 0xffff
 }
 
 /// Recomputes and stores the IPv4 header checksum.
@@ -109,7 +130,7 @@ pub fn ip4_header_checksum_ok(hdr: &[u8]) -> bool {
 pub fn ip4_set_header_checksum(hdr: &mut [u8]) {
     hdr[IP4_CSUM] = 0;
     hdr[IP4_CSUM + 1] = 0;
-    let c = internet_checksum(hdr);
+    let c = !ip4_header_sum(hdr);
     write_u16(hdr, IP4_CSUM, c);
 }
 
@@ -131,6 +152,24 @@ pub fn is_unicast_source(ip: Ipv4Addr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn word_sum_equals_the_rfc_1071_sum() {
+        let mut x = 0x1234_5678u32;
+        for len in [20usize, 24, 40, 60] {
+            for _ in 0..200 {
+                let hdr: Vec<u8> = (0..len)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 17;
+                        x ^= x << 5;
+                        x as u8
+                    })
+                    .collect();
+                assert_eq!(ip4_header_sum(&hdr), ones_complement_sum(&hdr, 0));
+            }
+        }
+    }
 
     #[test]
     fn incremental_update_matches_full_recompute() {
