@@ -121,7 +121,7 @@ fn ip4_header_sum(hdr: &[u8]) -> u16 {
 /// The IPv4 header checksum is valid when the header sums to 0xffff.
 #[inline]
 pub fn ip4_header_checksum_ok(hdr: &[u8]) -> bool {
-    debug_assert!(hdr.len() % 4 == 0);
+    debug_assert!(hdr.len().is_multiple_of(4));
     ip4_header_sum(hdr) == 0xffff
 }
 
