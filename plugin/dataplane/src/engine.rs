@@ -154,16 +154,18 @@ impl Engine {
         let tables = Arc::clone(self.tables.load());
         let counters = &mut self.w.interfaces[usize::from(port)];
         let now = self.w.now;
-        for mut pkt in pkts.drain(..) {
-            counters.rx_packets += 1;
-            counters.rx_bytes += pkt.len() as u64;
+        let mut bytes = 0u64;
+        for pkt in pkts.iter_mut() {
+            bytes += pkt.len() as u64;
             pkt.meta = contiv_hw::PacketMeta {
                 rx_port: port,
                 trace: self.w.trace.admit(port, now),
                 ..Default::default()
             };
-            self.graph.enqueue(self.input_node, pkt);
         }
+        counters.rx_packets += pkts.len() as u64;
+        counters.rx_bytes += bytes;
+        self.graph.enqueue_vector(self.input_node, pkts);
         self.graph.dispatch(&tables, &mut self.w);
     }
 

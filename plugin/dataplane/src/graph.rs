@@ -147,16 +147,72 @@ impl NodeCx<'_> {
     }
 }
 
+/// A node's decision for one packet, written by the node into [`Next::verdicts`]: the
+/// index of a next edge, or [`drop_verdict`] of a counter.
+pub type Verdict = u16;
+
+const DROP_BIT: Verdict = 0x8000;
+
+/// The verdict that drops a packet and counts `reason`.
+#[inline]
+pub fn drop_verdict(reason: Counter) -> Verdict {
+    DROP_BIT | reason as Verdict
+}
+
 /// Where a node sends packets: its edges, resolved to the frames of the next nodes.
 pub struct Next<'a> {
     frames: &'a mut [PacketVec],
     edges: &'a [NodeId],
+    verdicts: &'a mut Vec<Verdict>,
 }
 
 impl Next<'_> {
+    /// Sends one packet on edge `edge` (for nodes that handle packets one by one).
     #[inline]
     pub fn enqueue(&mut self, edge: usize, pkt: PacketBuf) {
         self.frames[self.edges[edge]].push(pkt);
+    }
+
+    /// Scratch for one verdict per packet of a vector of `n`.
+    #[inline]
+    pub fn verdicts(&mut self, n: usize) -> &mut [Verdict] {
+        if self.verdicts.len() < n {
+            self.verdicts.resize(n, 0);
+        }
+        &mut self.verdicts[..n]
+    }
+
+    /// Moves every packet of `input` where its verdict says. When the whole vector goes
+    /// to one next node (the common case) it moves as one block, or is simply swapped in
+    /// when that node's frame is empty, instead of packet by packet.
+    #[inline]
+    pub fn dispatch(&mut self, cx: &mut NodeCx<'_>, input: &mut PacketVec) {
+        let n = input.len();
+        if n == 0 {
+            return;
+        }
+        let verdicts = &self.verdicts[..n];
+        let first = verdicts[0];
+        if first & DROP_BIT == 0 && verdicts.iter().all(|&v| v == first) {
+            let target = &mut self.frames[self.edges[usize::from(first)]];
+            if target.is_empty() {
+                std::mem::swap(target, input);
+            } else {
+                target.append(input);
+            }
+            return;
+        }
+        for (pkt, &v) in input.drain(..).zip(verdicts) {
+            if v & DROP_BIT == 0 {
+                self.frames[self.edges[usize::from(v)]].push(pkt);
+            } else {
+                let reason = Counter::ALL
+                    .get(usize::from(v & !DROP_BIT))
+                    .copied()
+                    .unwrap_or(Counter::GraphLoopLimit);
+                cx.drop_packet(pkt, reason);
+            }
+        }
     }
 }
 
@@ -195,6 +251,7 @@ pub struct Graph {
     edges: Vec<Vec<NodeId>>,
     frames: Vec<PacketVec>,
     spare: PacketVec,
+    verdicts: Vec<Verdict>,
     runtime: Vec<NodeRuntime>,
     by_name: BTreeMap<&'static str, NodeId>,
 }
@@ -231,6 +288,7 @@ impl Graph {
                 .map(|_| Vec::with_capacity(2 * VECTOR_SIZE))
                 .collect(),
             spare: Vec::with_capacity(2 * VECTOR_SIZE),
+            verdicts: vec![0; 2 * VECTOR_SIZE],
             runtime: vec![NodeRuntime::default(); count],
             by_name,
         })
@@ -255,6 +313,18 @@ impl Graph {
         self.frames[node].push(pkt);
     }
 
+    /// Puts a whole vector in a node's input frame (swapped in when the frame is empty),
+    /// leaving `pkts` empty.
+    #[inline]
+    pub fn enqueue_vector(&mut self, node: NodeId, pkts: &mut PacketVec) {
+        let frame = &mut self.frames[node];
+        if frame.is_empty() {
+            std::mem::swap(frame, pkts);
+        } else {
+            frame.append(pkts);
+        }
+    }
+
     /// Runs nodes until every frame is empty.
     pub fn dispatch(&mut self, tables: &Tables, w: &mut WorkerState) {
         for _ in 0..MAX_SWEEPS {
@@ -274,6 +344,7 @@ impl Graph {
                 let mut next = Next {
                     frames: &mut self.frames,
                     edges: &self.edges[i],
+                    verdicts: &mut self.verdicts,
                 };
                 self.nodes[i].process(&mut cx, &mut self.spare, &mut next);
                 debug_assert!(

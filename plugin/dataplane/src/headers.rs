@@ -118,6 +118,41 @@ fn ip4_header_sum(hdr: &[u8]) -> u16 {
     sum as u16
 }
 
+/// Ethernet plus a plain IPv4 header: the bytes the forwarding nodes read and rewrite.
+pub const ETH_IP4_LEN: usize = ETH_HDR_LEN + IP4_MIN_HDR_LEN;
+
+/// The first [`ETH_IP4_LEN`] bytes of a frame as an array, so that every constant offset
+/// into it needs no bounds check. `None` when the frame is shorter.
+#[inline]
+pub fn eth_ip4(frame: &[u8]) -> Option<&[u8; ETH_IP4_LEN]> {
+    frame.get(..ETH_IP4_LEN).and_then(|s| s.try_into().ok())
+}
+
+/// As [`eth_ip4`], writable.
+#[inline]
+pub fn eth_ip4_mut(frame: &mut [u8]) -> Option<&mut [u8; ETH_IP4_LEN]> {
+    frame.get_mut(..ETH_IP4_LEN).and_then(|s| s.try_into().ok())
+}
+
+/// The checksum test for a plain 20-byte header, fully unrolled.
+#[inline]
+pub fn ip4_plain_header_checksum_ok(hdr: &[u8; IP4_MIN_HDR_LEN]) -> bool {
+    let w = |i: usize| {
+        u64::from(u32::from_be_bytes([
+            hdr[i],
+            hdr[i + 1],
+            hdr[i + 2],
+            hdr[i + 3],
+        ]))
+    };
+    let mut sum = w(0) + w(4) + w(8) + w(12) + w(16);
+    sum = (sum & 0xffff_ffff) + (sum >> 32);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum == 0xffff
+}
+
 /// The IPv4 header checksum is valid when the header sums to 0xffff.
 #[inline]
 pub fn ip4_header_checksum_ok(hdr: &[u8]) -> bool {
@@ -167,6 +202,13 @@ mod tests {
                     })
                     .collect();
                 assert_eq!(ip4_header_sum(&hdr), ones_complement_sum(&hdr, 0));
+                if len == 20 {
+                    let fixed: [u8; 20] = hdr[..].try_into().unwrap();
+                    assert_eq!(
+                        ip4_plain_header_checksum_ok(&fixed),
+                        ones_complement_sum(&hdr, 0) == 0xffff
+                    );
+                }
             }
         }
     }

@@ -15,7 +15,7 @@ use std::net::Ipv4Addr;
 use contiv_hw::{MacAddr, PacketBuf, PacketVec, Timestamp, VECTOR_SIZE};
 
 use crate::counters::Counter;
-use crate::graph::{GraphNode, Next, NodeCx};
+use crate::graph::{drop_verdict, GraphNode, Next, NodeCx, Verdict};
 use crate::headers::*;
 use crate::tables::{Adjacency, Interface};
 
@@ -129,44 +129,71 @@ impl GraphNode for EthernetInput {
     }
     fn process(&mut self, cx: &mut NodeCx<'_>, input: &mut PacketVec, next: &mut Next<'_>) {
         let tables = cx.tables;
-        for mut pkt in input.drain(..) {
-            let d = pkt.data();
-            if d.len() < ETH_HDR_LEN {
-                cx.drop_packet(pkt, Counter::EthTooShort);
-                continue;
-            }
-            let Some(iface) = tables.interface(pkt.meta.rx_port) else {
-                cx.drop_packet(pkt, Counter::EthNoInterface);
-                continue;
+        // A vector usually comes from one port: its interface is looked up once.
+        let mut iface: Option<(u16, Option<&Interface>)> = None;
+        let verdicts = next.verdicts(input.len());
+        for (pkt, verdict) in input.iter_mut().zip(verdicts.iter_mut()) {
+            let port = pkt.meta.rx_port;
+            let i = match iface {
+                Some((p, i)) if p == port => i,
+                _ => {
+                    let i = tables.interface(port);
+                    iface = Some((port, i));
+                    i
+                }
             };
-            if !iface.up {
-                cx.drop_packet(pkt, Counter::EthInterfaceDown);
-                continue;
-            }
-            let dst = &d[ETH_DST..ETH_DST + 6];
-            if dst != iface.mac.0 && dst != MacAddr::BROADCAST.0 {
-                cx.drop_packet(pkt, Counter::EthNotForUs);
-                continue;
-            }
-            let ethertype = read_u16(d, ETH_TYPE);
-            pkt.meta.vrf = iface.vrf;
-            cx.trace(&pkt, ETHERNET_INPUT, || {
-                let d = pkt.data();
-                format!(
-                    "{} -> {} type 0x{ethertype:04x} on {}",
-                    MacAddr(d[6..12].try_into().unwrap_or_default()),
-                    MacAddr(d[0..6].try_into().unwrap_or_default()),
-                    iface.name
-                )
-            });
-            match ethertype {
-                ETHERTYPE_IP4 => next.enqueue(1, pkt),
-                ETHERTYPE_ARP => next.enqueue(0, pkt),
-                ETHERTYPE_IP6 => cx.drop_packet(pkt, Counter::EthIp6Unsupported),
-                ETHERTYPE_VLAN => cx.drop_packet(pkt, Counter::EthVlanUnsupported),
-                _ => cx.drop_packet(pkt, Counter::EthUnknownEthertype),
+            *verdict = Self::classify(i, pkt);
+            if pkt.meta.trace != 0 {
+                let note = Self::describe(tables, pkt);
+                cx.trace(pkt, ETHERNET_INPUT, || note);
             }
         }
+        next.dispatch(cx, input);
+    }
+}
+
+impl EthernetInput {
+    #[inline]
+    fn classify(iface: Option<&Interface>, pkt: &mut PacketBuf) -> Verdict {
+        let d = pkt.data();
+        if d.len() < ETH_HDR_LEN {
+            return drop_verdict(Counter::EthTooShort);
+        }
+        let Some(iface) = iface else {
+            return drop_verdict(Counter::EthNoInterface);
+        };
+        if !iface.up {
+            return drop_verdict(Counter::EthInterfaceDown);
+        }
+        let dst = &d[ETH_DST..ETH_DST + 6];
+        if dst != iface.mac.0 && dst != MacAddr::BROADCAST.0 {
+            return drop_verdict(Counter::EthNotForUs);
+        }
+        let ethertype = read_u16(d, ETH_TYPE);
+        pkt.meta.vrf = iface.vrf;
+        match ethertype {
+            ETHERTYPE_IP4 => 1,
+            ETHERTYPE_ARP => 0,
+            ETHERTYPE_IP6 => drop_verdict(Counter::EthIp6Unsupported),
+            ETHERTYPE_VLAN => drop_verdict(Counter::EthVlanUnsupported),
+            _ => drop_verdict(Counter::EthUnknownEthertype),
+        }
+    }
+
+    fn describe(tables: &crate::tables::Tables, pkt: &PacketBuf) -> String {
+        let d = pkt.data();
+        if d.len() < ETH_HDR_LEN {
+            return format!("{} bytes", d.len());
+        }
+        let name = tables
+            .interface(pkt.meta.rx_port)
+            .map_or("?", |i| i.name.as_str());
+        format!(
+            "{} -> {} type 0x{:04x} on {name}",
+            MacAddr(d[6..12].try_into().unwrap_or_default()),
+            MacAddr(d[0..6].try_into().unwrap_or_default()),
+            read_u16(d, ETH_TYPE)
+        )
     }
 }
 
@@ -280,29 +307,40 @@ impl GraphNode for ArpNode {
 pub struct Ip4Input;
 
 impl Ip4Input {
+    #[inline]
     fn check(d: &[u8]) -> Result<usize, Counter> {
-        if d.len() < ETH_HDR_LEN + IP4_MIN_HDR_LEN {
+        let Some(h) = eth_ip4(d) else {
             return Err(Counter::Ip4TooShort);
-        }
-        let ip = &d[ETH_HDR_LEN..];
+        };
+        let ip: &[u8; IP4_MIN_HDR_LEN] =
+            h[ETH_HDR_LEN..].try_into().unwrap_or(&[0; IP4_MIN_HDR_LEN]);
         if ip[0] >> 4 != 4 {
             return Err(Counter::Ip4BadVersion);
         }
         let ihl = usize::from(ip[0] & 0x0f) * 4;
-        if ihl < IP4_MIN_HDR_LEN || ihl > ip.len() {
+        let l3_len = d.len() - ETH_HDR_LEN;
+        if ihl < IP4_MIN_HDR_LEN || ihl > l3_len {
             return Err(Counter::Ip4BadHeaderLength);
         }
-        let total = usize::from(read_u16(ip, IP4_TOTAL_LEN));
-        if total < ihl || total > ip.len() {
+        let total = usize::from(u16::from_be_bytes([
+            ip[IP4_TOTAL_LEN],
+            ip[IP4_TOTAL_LEN + 1],
+        ]));
+        if total < ihl || total > l3_len {
             return Err(Counter::Ip4BadTotalLength);
         }
-        if !ip4_header_checksum_ok(&ip[..ihl]) {
+        let checksum_ok = if ihl == IP4_MIN_HDR_LEN {
+            ip4_plain_header_checksum_ok(ip)
+        } else {
+            ip4_header_checksum_ok(&d[ETH_HDR_LEN..ETH_HDR_LEN + ihl])
+        };
+        if !checksum_ok {
             return Err(Counter::Ip4BadChecksum);
         }
         if ip[IP4_TTL] == 0 {
             return Err(Counter::Ip4TtlZero);
         }
-        if ip[IP4_SRC] >= 224 || read_u32(ip, IP4_SRC) == u32::MAX {
+        if ip[IP4_SRC] >= 224 || ip[IP4_SRC..IP4_SRC + 4] == [255; 4] {
             return Err(Counter::Ip4BadSource);
         }
         Ok(total)
@@ -317,17 +355,19 @@ impl GraphNode for Ip4Input {
         &[IP4_LOOKUP]
     }
     fn process(&mut self, cx: &mut NodeCx<'_>, input: &mut PacketVec, next: &mut Next<'_>) {
-        for mut pkt in input.drain(..) {
-            match Self::check(pkt.data()) {
+        let verdicts = next.verdicts(input.len());
+        for (pkt, verdict) in input.iter_mut().zip(verdicts.iter_mut()) {
+            *verdict = match Self::check(pkt.data()) {
                 Ok(total) => {
                     // Ethernet padding after the IP packet is not part of it.
                     pkt.truncate(ETH_HDR_LEN + total);
-                    cx.trace(&pkt, IP4_INPUT, || describe_ip4(pkt.data()));
-                    next.enqueue(0, pkt);
+                    cx.trace(pkt, IP4_INPUT, || describe_ip4(pkt.data()));
+                    0
                 }
-                Err(reason) => cx.drop_packet(pkt, reason),
-            }
+                Err(reason) => drop_verdict(reason),
+            };
         }
+        next.dispatch(cx, input);
     }
 }
 
@@ -385,33 +425,39 @@ impl GraphNode for Ip4Lookup {
                 pkt.meta.adjacency = adj;
             }
         }
-        for pkt in input.drain(..) {
-            let dst = read_ip(pkt.data(), ETH_HDR_LEN + IP4_DST);
-            if dst.is_broadcast() || dst.is_multicast() {
-                cx.drop_packet(pkt, Counter::Ip4NotForwardable);
+        let verdicts = next.verdicts(input.len());
+        for (pkt, verdict) in input.iter_mut().zip(verdicts.iter_mut()) {
+            let dst = read_u32(pkt.data(), ETH_HDR_LEN + IP4_DST);
+            // 224.0.0.0/4 and 255.255.255.255 are never forwarded.
+            if dst >= 0xe000_0000 {
+                *verdict = drop_verdict(Counter::Ip4NotForwardable);
                 continue;
             }
             if pkt.meta.adjacency == NO_ROUTE {
                 cx.count(Counter::Ip4NoRoute);
-                cx.trace(&pkt, IP4_LOOKUP, || {
-                    format!("vrf {} {dst}: no route", pkt.meta.vrf)
+                cx.trace(pkt, IP4_LOOKUP, || {
+                    format!("vrf {} {}: no route", pkt.meta.vrf, Ipv4Addr::from(dst))
                 });
-                to_icmp_error(next, 2, pkt, IcmpErrorSpec::NET_UNREACHABLE);
+                pkt.meta.scratch = IcmpErrorSpec::NET_UNREACHABLE.encode();
+                *verdict = 2;
                 continue;
             }
             let adj = tables.adjacencies[pkt.meta.adjacency as usize];
-            cx.trace(&pkt, IP4_LOOKUP, || {
+            cx.trace(pkt, IP4_LOOKUP, || {
                 format!(
-                    "vrf {} {dst}: adjacency {} ({adj})",
-                    pkt.meta.vrf, pkt.meta.adjacency
+                    "vrf {} {}: adjacency {} ({adj})",
+                    pkt.meta.vrf,
+                    Ipv4Addr::from(dst),
+                    pkt.meta.adjacency
                 )
             });
-            match adj {
-                Adjacency::Local => next.enqueue(0, pkt),
-                Adjacency::Drop => cx.drop_packet(pkt, Counter::Ip4NullRoute),
-                Adjacency::Connected { .. } | Adjacency::Via { .. } => next.enqueue(1, pkt),
-            }
+            *verdict = match adj {
+                Adjacency::Local => 0,
+                Adjacency::Drop => drop_verdict(Counter::Ip4NullRoute),
+                Adjacency::Connected { .. } | Adjacency::Via { .. } => 1,
+            };
         }
+        next.dispatch(cx, input);
     }
 }
 
@@ -529,91 +575,116 @@ impl GraphNode for Ip4Rewrite {
     }
     fn process(&mut self, cx: &mut NodeCx<'_>, input: &mut PacketVec, next: &mut Next<'_>) {
         let tables = cx.tables;
-        // Packets of one vector mostly share a next hop: the last resolution is kept for
-        // the vector, which saves a hash probe per packet on connected routes.
-        let mut last: Option<(u16, u32, MacAddr)> = None;
-        for mut pkt in input.drain(..) {
-            let adj_index = pkt.meta.adjacency as usize;
-            let (port, next_hop) = match tables.adjacencies[adj_index] {
-                Adjacency::Via { port, next_hop } => (port, u32::from(next_hop)),
-                Adjacency::Connected { port } => {
-                    (port, read_u32(pkt.data(), ETH_HDR_LEN + IP4_DST))
-                }
-                // ip4-lookup sends only Via and Connected here.
-                Adjacency::Drop | Adjacency::Local => {
-                    cx.drop_packet(pkt, Counter::Ip4NullRoute);
-                    continue;
-                }
-            };
-            let Some(iface) = tables.interface(port).filter(|i| i.up) else {
-                cx.drop_packet(pkt, Counter::RewriteInterfaceDown);
-                continue;
-            };
-            let d = pkt.data();
-            let ip = &d[ETH_HDR_LEN..];
-            if ip[IP4_TTL] <= 1 {
-                cx.count(Counter::RewriteTtlExpired);
-                cx.trace(&pkt, IP4_REWRITE, || "ttl expired".to_string());
-                to_icmp_error(next, 1, pkt, IcmpErrorSpec::TTL_EXCEEDED);
-                continue;
-            }
-            if d.len() - ETH_HDR_LEN > usize::from(iface.mtu) {
-                if read_u16(ip, IP4_FRAG) & IP4_DF != 0 {
-                    cx.count(Counter::RewriteMtuExceeded);
-                    let mtu = iface.mtu;
-                    to_icmp_error(next, 1, pkt, IcmpErrorSpec::fragmentation_needed(mtu));
-                } else {
-                    cx.drop_packet(pkt, Counter::RewriteFragmentationUnsupported);
-                }
-                continue;
-            }
-            let mac = match last {
-                Some((p, nh, mac)) if p == port && nh == next_hop => Some(mac),
-                _ => tables.adjacency_mac[adj_index]
-                    .or_else(|| tables.neighbours.get(&(port, next_hop)).copied())
-                    .or_else(|| cx.w.neighbours.get(port, next_hop)),
-            };
-            let Some(mac) = mac else {
-                let target = Ipv4Addr::from(next_hop);
-                let Some(source) = iface.source_for(target) else {
-                    cx.drop_packet(pkt, Counter::RewriteNoSourceAddress);
-                    continue;
-                };
-                if !cx
-                    .w
-                    .neighbours
-                    .may_ask(port, next_hop, cx.w.now, ARP_RETRY_NS)
-                {
-                    cx.drop_packet(pkt, Counter::RewriteNeighbourUnresolved);
-                    continue;
-                }
-                Self::glean(&mut pkt, iface, source, target);
-                cx.count(Counter::RewriteArpRequestsSent);
-                cx.trace(&pkt, IP4_REWRITE, || {
-                    format!(
-                        "{target} unresolved: arp who-has {target} tell {source} on {}",
-                        iface.name
-                    )
-                });
-                next.enqueue(0, pkt);
-                continue;
-            };
-            last = Some((port, next_hop, mac));
-            let d = pkt.data_mut();
-            d[ETH_DST..ETH_DST + 6].copy_from_slice(&mac.0);
-            d[ETH_SRC..ETH_SRC + 6].copy_from_slice(&iface.mac.0);
-            write_u16(d, ETH_TYPE, ETHERTYPE_IP4);
-            let ip = &mut d[ETH_HDR_LEN..];
-            let old = read_u16(ip, IP4_TTL);
-            ip[IP4_TTL] -= 1;
-            let c = checksum_update16(read_u16(ip, IP4_CSUM), old, read_u16(ip, IP4_TTL));
-            write_u16(ip, IP4_CSUM, c);
-            pkt.meta.tx_port = port;
-            cx.trace(&pkt, IP4_REWRITE, || {
-                format!("tx {} dst {mac} ttl-1", iface.name)
-            });
-            next.enqueue(0, pkt);
+        let mut last = RewriteCache::default();
+        let verdicts = next.verdicts(input.len());
+        for (pkt, verdict) in input.iter_mut().zip(verdicts.iter_mut()) {
+            *verdict = Self::rewrite(cx, tables, pkt, &mut last);
         }
+        next.dispatch(cx, input);
+    }
+}
+
+/// What ip4-rewrite resolved for the previous packet of the vector: packets of one
+/// vector mostly leave by the same port to the same next hop, so each is looked up once
+/// (saving an interface lookup and, on connected routes, a hash probe per packet).
+#[derive(Default)]
+struct RewriteCache<'t> {
+    iface: Option<(u16, Option<&'t Interface>)>,
+    next_hop: Option<(u16, u32, MacAddr)>,
+}
+
+impl Ip4Rewrite {
+    #[inline]
+    fn rewrite<'t>(
+        cx: &mut NodeCx<'_>,
+        tables: &'t crate::tables::Tables,
+        pkt: &mut PacketBuf,
+        last: &mut RewriteCache<'t>,
+    ) -> Verdict {
+        let adj_index = pkt.meta.adjacency as usize;
+        let (port, next_hop) = match tables.adjacencies[adj_index] {
+            Adjacency::Via { port, next_hop } => (port, u32::from(next_hop)),
+            Adjacency::Connected { port } => (port, read_u32(pkt.data(), ETH_HDR_LEN + IP4_DST)),
+            // ip4-lookup sends only Via and Connected here.
+            Adjacency::Drop | Adjacency::Local => return drop_verdict(Counter::Ip4NullRoute),
+        };
+        let iface = match last.iface {
+            Some((p, i)) if p == port => i,
+            _ => {
+                let i = tables.interface(port).filter(|i| i.up);
+                last.iface = Some((port, i));
+                i
+            }
+        };
+        let Some(iface) = iface else {
+            return drop_verdict(Counter::RewriteInterfaceDown);
+        };
+        let len = pkt.len();
+        // ip4-input let only frames with a whole IPv4 header through.
+        let Some(h) = eth_ip4(pkt.data()) else {
+            return drop_verdict(Counter::Ip4TooShort);
+        };
+        if h[ETH_HDR_LEN + IP4_TTL] <= 1 {
+            cx.count(Counter::RewriteTtlExpired);
+            cx.trace(pkt, IP4_REWRITE, || "ttl expired".to_string());
+            pkt.meta.scratch = IcmpErrorSpec::TTL_EXCEEDED.encode();
+            return 1;
+        }
+        if len - ETH_HDR_LEN > usize::from(iface.mtu) {
+            if read_u16(h, ETH_HDR_LEN + IP4_FRAG) & IP4_DF == 0 {
+                return drop_verdict(Counter::RewriteFragmentationUnsupported);
+            }
+            cx.count(Counter::RewriteMtuExceeded);
+            pkt.meta.scratch = IcmpErrorSpec::fragmentation_needed(iface.mtu).encode();
+            return 1;
+        }
+        let mac = match last.next_hop {
+            Some((p, nh, mac)) if p == port && nh == next_hop => Some(mac),
+            _ => tables.adjacency_mac[adj_index]
+                .or_else(|| tables.neighbours.get(&(port, next_hop)).copied())
+                .or_else(|| cx.w.neighbours.get(port, next_hop)),
+        };
+        let Some(mac) = mac else {
+            let target = Ipv4Addr::from(next_hop);
+            let Some(source) = iface.source_for(target) else {
+                return drop_verdict(Counter::RewriteNoSourceAddress);
+            };
+            if !cx
+                .w
+                .neighbours
+                .may_ask(port, next_hop, cx.w.now, ARP_RETRY_NS)
+            {
+                return drop_verdict(Counter::RewriteNeighbourUnresolved);
+            }
+            Self::glean(pkt, iface, source, target);
+            cx.count(Counter::RewriteArpRequestsSent);
+            cx.trace(pkt, IP4_REWRITE, || {
+                format!(
+                    "{target} unresolved: arp who-has {target} tell {source} on {}",
+                    iface.name
+                )
+            });
+            return 0;
+        };
+        last.next_hop = Some((port, next_hop, mac));
+        let Some(h) = eth_ip4_mut(pkt.data_mut()) else {
+            return drop_verdict(Counter::Ip4TooShort);
+        };
+        h[ETH_DST..ETH_DST + 6].copy_from_slice(&mac.0);
+        h[ETH_SRC..ETH_SRC + 6].copy_from_slice(&iface.mac.0);
+        h[ETH_TYPE..ETH_TYPE + 2].copy_from_slice(&ETHERTYPE_IP4.to_be_bytes());
+        let ttl_at = ETH_HDR_LEN + IP4_TTL;
+        let csum_at = ETH_HDR_LEN + IP4_CSUM;
+        let old = u16::from_be_bytes([h[ttl_at], h[ttl_at + 1]]);
+        h[ttl_at] -= 1;
+        let new = u16::from_be_bytes([h[ttl_at], h[ttl_at + 1]]);
+        let c = checksum_update16(u16::from_be_bytes([h[csum_at], h[csum_at + 1]]), old, new);
+        h[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());
+        pkt.meta.tx_port = port;
+        cx.trace(pkt, IP4_REWRITE, || {
+            format!("tx {} dst {mac} ttl-1", iface.name)
+        });
+        0
     }
 }
 
@@ -779,6 +850,17 @@ impl GraphNode for InterfaceOutput {
         &[]
     }
     fn process(&mut self, cx: &mut NodeCx<'_>, input: &mut PacketVec, _next: &mut Next<'_>) {
+        let Some(first) = input.first() else { return };
+        let port = usize::from(first.meta.tx_port);
+        // The whole vector to one port (the usual case) is moved as one block.
+        if port < cx.w.tx.len()
+            && input
+                .iter()
+                .all(|p| usize::from(p.meta.tx_port) == port && p.meta.trace == 0)
+        {
+            cx.w.tx[port].append(input);
+            return;
+        }
         for pkt in input.drain(..) {
             let port = usize::from(pkt.meta.tx_port);
             if port >= cx.w.tx.len() {
