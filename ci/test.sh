@@ -49,7 +49,6 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --locked --no-fail-fast
 fi
-cargo test --workspace --locked --doc
 
 step "demo"
 cargo run --locked -q -p contiv-harness -- demo --udp 3000 --no-pcap | tail -n 12
