@@ -10,7 +10,9 @@ step() { printf '\n==> %s\n' "$*"; }
 
 # Debian packages the tests use, by the command that proves each is there.
 declare -A packages=(
-  [tcpdump]=tcpdump   # reads the pcap captures the virtual ports write
+  [tcpdump]=tcpdump            # reads the pcap captures the virtual ports write
+  [etcd]=etcd-server           # the real etcd the store's conformance suite runs against
+  [protoc]=protobuf-compiler   # etcd-client's build script (feature `etcd` only)
 )
 missing=()
 for cmd in "${!packages[@]}"; do
@@ -35,7 +37,7 @@ step "format"
 cargo fmt --all -- --check
 
 step "lint"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 
 step "the demo's build needs nothing but Rust"
 if cargo tree -p contiv-harness -e normal,build --prefix none | grep -E '^(bindgen|prost-build|tonic-build|tonic-prost-build|etcd-client|protoc)' ; then
@@ -45,9 +47,9 @@ fi
 
 step "tests"
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --locked --no-fail-fast
+  cargo nextest run --workspace --all-features --locked --no-fail-fast
 else
-  cargo test --workspace --locked --no-fail-fast
+  cargo test --workspace --all-features --locked --no-fail-fast
 fi
 
 step "demo"
