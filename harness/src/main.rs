@@ -43,6 +43,13 @@ enum Command {
         #[arg(long)]
         no_pcap: bool,
     },
+    /// The simulated Kubernetes API server as a real HTTP server, for kubectl
+    /// (`kubectl --server http://ADDR get pods`) and for contiv-ksr. Runs until Ctrl-C.
+    Apiserver {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:6443")]
+        listen: std::net::SocketAddr,
+    },
 }
 
 fn main() -> ExitCode {
@@ -61,6 +68,26 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Apiserver { listen } => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("tokio runtime")?;
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind(listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {listen}"))?;
+                let addr = listener.local_addr().context("listening address")?;
+                println!("simulated API server on http://{addr}");
+                println!("try: kubectl --server http://{addr} get namespaces");
+                let server = contiv_sim::apiserver::ApiServer::new();
+                tokio::select! {
+                    r = contiv_sim::apiserver::serve(listener, server) => r.context("the API server stopped")?,
+                    _ = tokio::signal::ctrl_c() => println!("stopped"),
+                }
+                Ok::<_, anyhow::Error>(ExitCode::SUCCESS)
+            })
+        }
         Command::Demo {
             seed,
             udp,

@@ -8,6 +8,7 @@
 //! ([`router_scenario`]) that the harness demo runs. The simulated cluster (API server,
 //! store, agents, pods on smoltcp) grows here.
 
+pub mod apiserver;
 pub mod host;
 pub mod router_scenario;
 
