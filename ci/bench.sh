@@ -23,3 +23,7 @@ echo "summary (Mpps per core, 64-byte packets)"
 printf '  io bound (virtual ports, no processing)  %8.2f\n' "$io"
 printf '  ip4_forward, 1 route                     %8.2f  (%.0f%% of io bound)\n' "$one" "$(echo "$one / $io * 100" | bc -l)"
 printf '  ip4_forward, 1M routes                   %8.2f  (%.0f%% of io bound)\n' "$million" "$(echo "$million / $io * 100" | bc -l)"
+
+echo
+echo "contiv-ksr: reflection into a real etcd (needs etcd-server and protoc)"
+cargo run --release -q -p contiv-ksr --features etcd --example reflect_bench

@@ -13,6 +13,7 @@ declare -A packages=(
   [tcpdump]=tcpdump            # reads the pcap captures the virtual ports write
   [etcd]=etcd-server           # the real etcd the store's conformance suite runs against
   [protoc]=protobuf-compiler   # etcd-client's build script (feature `etcd` only)
+  [kubectl]=kubernetes-client  # drives the simulated API server in its tests
 )
 missing=()
 for cmd in "${!packages[@]}"; do
