@@ -71,6 +71,9 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.http)
         .await
         .with_context(|| format!("cannot listen on {}", args.http))?;
+    let bound = listener.local_addr().context("health address")?;
+    // On stderr as one plain line, so scripts and tests can find the port (with `:0`).
+    eprintln!("contiv-ksr: /healthz /readyz /metrics on http://{bound}");
     tokio::spawn(serve_health(listener, metrics.clone()));
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
