@@ -118,14 +118,19 @@ async fn kube_rs_watcher_follows_changes_and_relists_after_gone() {
         |e| matches!(e, watcher::Event::Delete(p) if p.metadata.name.as_deref() == Some("a")),
     )
     .await;
-    // The server drops its watches and forgets its history: the client's resume gets
-    // 410 Gone, and kube-rs lists again, seeing what changed meanwhile.
-    server.compact();
-    server.close_watches();
     pods.create(&PostParams::default(), &pod("c", "web"))
         .await
         .unwrap();
-    server.compact();
+    until(
+        &mut w,
+        |e| matches!(e, watcher::Event::Apply(p) if p.metadata.name.as_deref() == Some("c")),
+    )
+    .await;
+    // At once: "b" goes, the server forgets its history and drops its watches. The
+    // client's resume gets 410 Gone, and only kube-rs' re-list can show "b" is gone.
+    server
+        .delete_behind_watches(contiv_sim::apiserver::Kind::Pod, Some("default"), "b")
+        .unwrap();
     let (relist, errors) = until(&mut w, |e| matches!(e, watcher::Event::InitDone)).await;
     assert!(
         errors
@@ -140,7 +145,7 @@ async fn kube_rs_watcher_follows_changes_and_relists_after_gone() {
             _ => None,
         })
         .collect();
-    assert_eq!(names, ["b", "c"], "the relist shows the current state");
+    assert_eq!(names, ["c"], "the relist shows the current state");
 }
 
 fn kubectl(url: &str, kubeconfig: &std::path::Path, args: &[&str]) -> std::process::Output {

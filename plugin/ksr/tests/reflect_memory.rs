@@ -123,3 +123,27 @@ async fn objects_the_model_cannot_represent_are_skipped_and_counted() {
 fn futures_lite_block<F: std::future::Future>(f: F) -> F::Output {
     tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_that_comes_back_gone_is_followed_by_a_sweep() {
+    let (api, url) = start_api().await;
+    populate(&api);
+    let store = MemoryStore::new();
+    let ksr = spawn_ksr(&url, store.clone(), "ksr-a", 3);
+    converged(&api, &store, Duration::from_secs(20)).await;
+    let resyncs = ksr.metrics.resyncs.load(Ordering::Relaxed);
+    // The API server drops every watch and its history; a pod goes while KSR is away,
+    // so no DELETED event will ever reach it: only a re-list and sweep can notice.
+    api.delete_behind_watches(Kind::Pod, Some("shop"), "web-0")
+        .unwrap();
+    converged(&api, &store, Duration::from_secs(20)).await;
+    assert!(
+        ksr.metrics.resyncs.load(Ordering::Relaxed) > resyncs,
+        "a resync swept the store"
+    );
+    assert!(
+        ksr.metrics.watch_errors.load(Ordering::Relaxed) > 0,
+        "the 410 was seen"
+    );
+    ksr.task.abort();
+}

@@ -242,10 +242,26 @@ impl ApiServer {
         s.oldest = s.rv + 1;
     }
 
-    /// Fault injection: ends every open watch (as a restarting API server would); clients
-    /// resume from their last resourceVersion.
-    pub fn close_watches(&self) {
-        self.lock().watchers.clear();
+    /// Fault injection, all at once: deletes an object, forgets every event (so its
+    /// DELETED event reaches no one) and drops every watch. Clients that resume get 410
+    /// Gone; only a re-list can tell them the object is gone.
+    pub fn delete_behind_watches(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<(), ApiError> {
+        let mut s = self.lock();
+        let key = Self::key(kind, namespace, name);
+        s.objects.remove(&key).ok_or(ApiError::NotFound {
+            kind: Self::kind_name(kind),
+            name: name.into(),
+        })?;
+        s.rv += 1;
+        s.history.clear();
+        s.oldest = s.rv + 1;
+        s.watchers.clear();
+        Ok(())
     }
 
     pub fn set_endpoint_controller(&self, on: bool) {
