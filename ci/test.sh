@@ -14,6 +14,8 @@ declare -A packages=(
   [etcd]=etcd-server           # the real etcd the store's conformance suite runs against
   [protoc]=protobuf-compiler   # etcd-client's build script (feature `etcd` only)
   [kubectl]=kubernetes-client  # drives the simulated API server in its tests
+  [ping]=iputils-ping          # pings between pod namespaces
+  [ip]=iproute2                # makes the namespaces tests run in
 )
 missing=()
 for cmd in "${!packages[@]}"; do

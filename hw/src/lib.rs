@@ -11,9 +11,11 @@
 
 mod buffer;
 mod impair;
+pub mod netns;
 mod pcap;
 mod port;
 mod prefetch;
+mod tap;
 mod time;
 mod virtual_nic;
 
@@ -25,5 +27,6 @@ pub use impair::{ImpairedPort, Impairments};
 pub use pcap::{PcapError, PcapPort};
 pub use port::{MacAddr, Port, PortDropReason, PortStats};
 pub use prefetch::prefetch_read;
+pub use tap::{TapError, TapPort};
 pub use time::Timestamp;
 pub use virtual_nic::{virtual_wire, LinkHandle, VirtualPort, WireConfig};

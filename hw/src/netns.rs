@@ -1,0 +1,186 @@
+//! Network namespaces: running code inside one, and configuring a pod's interface there
+//! with rtnetlink.
+//!
+//! A namespace is a property of a thread, so work inside one runs on a thread of its own
+//! that enters the namespace and ends with the work. The caller's threads never change
+//! namespace.
+
+use std::fs::File;
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use futures::TryStreamExt;
+use rtnetlink::{new_connection, Handle, LinkUnspec, RouteMessageBuilder};
+
+use crate::MacAddr;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetnsError {
+    #[error("network namespace {path}: {source}")]
+    Open {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot enter network namespace {path}: {source}")]
+    Enter {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("netlink: {0}")]
+    Netlink(String),
+    #[error("no interface {0:?} in the namespace")]
+    NoSuchInterface(String),
+    #[error("the namespace worker thread failed: {0}")]
+    Thread(String),
+}
+
+/// Runs `f` on a new thread inside the network namespace at `path` (e.g.
+/// `/var/run/netns/pod1` or `/proc/<pid>/ns/net`) and returns its result.
+pub fn in_netns<T, F>(path: &Path, f: F) -> Result<T, NetnsError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    let ns = File::open(path).map_err(|source| NetnsError::Open {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let p: PathBuf = path.to_path_buf();
+    std::thread::spawn(move || {
+        // SAFETY: `setns` only changes the network namespace of the calling thread, which
+        // is this thread, created for this purpose and ended with `f`; `ns` is an open
+        // namespace file descriptor that stays alive for the call.
+        let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+        if rc != 0 {
+            return Err(NetnsError::Enter {
+                path: p.display().to_string(),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        Ok(f())
+    })
+    .join()
+    .map_err(|_| NetnsError::Thread("panicked".into()))?
+}
+
+/// Runs rtnetlink work with a connection made in the current thread's namespace.
+fn with_netlink<T>(
+    work: impl AsyncFnOnce(Handle) -> Result<T, NetnsError>,
+) -> Result<T, NetnsError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| NetnsError::Thread(e.to_string()))?;
+    rt.block_on(async move {
+        let (conn, handle, _) = new_connection().map_err(|e| NetnsError::Netlink(e.to_string()))?;
+        let task = tokio::spawn(conn);
+        let r = work(handle).await;
+        task.abort();
+        r
+    })
+}
+
+fn nl(e: rtnetlink::Error) -> NetnsError {
+    NetnsError::Netlink(e.to_string())
+}
+
+async fn index_of(handle: &Handle, name: &str) -> Result<u32, NetnsError> {
+    let mut links = handle.link().get().match_name(name.to_string()).execute();
+    match links.try_next().await {
+        Ok(Some(l)) => Ok(l.header.index),
+        Ok(None) => Err(NetnsError::NoSuchInterface(name.into())),
+        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => {
+            Err(NetnsError::NoSuchInterface(name.into()))
+        }
+        Err(e) => Err(nl(e)),
+    }
+}
+
+/// Moves the interface `name` from the current thread's namespace into the one at
+/// `target` (file descriptors opened on it, like a TAP's, keep working).
+pub fn move_to_netns(name: &str, target: &Path) -> Result<(), NetnsError> {
+    let ns = File::open(target).map_err(|source| NetnsError::Open {
+        path: target.display().to_string(),
+        source,
+    })?;
+    let name = name.to_string();
+    with_netlink(async move |h: Handle| {
+        index_of(&h, &name).await?;
+        h.link()
+            .set(
+                LinkUnspec::new_with_name(&name)
+                    .setns_by_fd(ns.as_raw_fd())
+                    .build(),
+            )
+            .execute()
+            .await
+            .map_err(nl)
+    })
+}
+
+/// How a pod's interface is set up inside its namespace (Contiv's way: a /32 address, a
+/// route to the gateway on the link, a default route via it, and a permanent neighbour
+/// entry for the gateway so the pod never has to ask).
+#[derive(Clone, Debug)]
+pub struct PodInterface {
+    pub name: String,
+    pub address: Ipv4Addr,
+    pub gateway: Ipv4Addr,
+    /// The dataplane's MAC on the pod's port; `None` leaves the gateway to ARP.
+    pub gateway_mac: Option<MacAddr>,
+    pub mtu: u16,
+}
+
+/// Configures `cfg` in the namespace at `ns` and brings the interface and loopback up.
+pub fn configure_pod_interface(ns: &Path, cfg: &PodInterface) -> Result<(), NetnsError> {
+    let cfg = cfg.clone();
+    in_netns(ns, move || {
+        with_netlink(async move |h: Handle| {
+            let idx = index_of(&h, &cfg.name).await?;
+            h.link()
+                .set(
+                    LinkUnspec::new_with_index(idx)
+                        .mtu(u32::from(cfg.mtu))
+                        .up()
+                        .build(),
+                )
+                .execute()
+                .await
+                .map_err(nl)?;
+            if let Ok(lo) = index_of(&h, "lo").await {
+                h.link()
+                    .set(LinkUnspec::new_with_index(lo).up().build())
+                    .execute()
+                    .await
+                    .map_err(nl)?;
+            }
+            h.address()
+                .add(idx, cfg.address.into(), 32)
+                .execute()
+                .await
+                .map_err(nl)?;
+            let to_gateway = RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(cfg.gateway, 32)
+                .output_interface(idx)
+                .scope(rtnetlink::packet_route::route::RouteScope::Link)
+                .build();
+            h.route().add(to_gateway).execute().await.map_err(nl)?;
+            let default = RouteMessageBuilder::<Ipv4Addr>::new()
+                .gateway(cfg.gateway)
+                .output_interface(idx)
+                .build();
+            h.route().add(default).execute().await.map_err(nl)?;
+            if let Some(mac) = cfg.gateway_mac {
+                h.neighbours()
+                    .add(idx, cfg.gateway.into())
+                    .link_layer_address(&mac.0)
+                    .state(rtnetlink::packet_route::neighbour::NeighbourState::Permanent)
+                    .execute()
+                    .await
+                    .map_err(nl)?;
+            }
+            Ok(())
+        })
+    })?
+}
