@@ -43,6 +43,10 @@ enum Command {
         #[arg(long)]
         no_pcap: bool,
     },
+    /// Real pods in network namespaces, wired to the engine by TAP ports, for trying by
+    /// hand (needs root). Stays up until Ctrl-C, then removes everything it made.
+    #[command(subcommand)]
+    Netns(NetnsCommand),
     /// The simulated Kubernetes API server as a real HTTP server, for kubectl
     /// (`kubectl --server http://ADDR get pods`) and for contiv-ksr. Runs until Ctrl-C.
     Apiserver {
@@ -50,6 +54,70 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:6443")]
         listen: std::net::SocketAddr,
     },
+}
+
+#[derive(Subcommand)]
+enum NetnsCommand {
+    /// Pods on one engine: 10.1.1.2, 10.1.1.3, ... behind the gateway 10.1.1.1.
+    Pods {
+        /// How many pods.
+        #[arg(long, default_value_t = 2)]
+        count: u8,
+        /// Prefix of the namespace names (pods are PREFIX-pod1, PREFIX-pod2, ...).
+        #[arg(long, default_value = "contiv")]
+        prefix: String,
+    },
+}
+
+fn netns_pods(count: u8, prefix: &str) -> anyhow::Result<ExitCode> {
+    use contiv_harness::lab::{wire_pod, Worker, POD_GATEWAY};
+    anyhow::ensure!((1..=200).contains(&count), "--count must be 1 to 200");
+    let tables = contiv_dataplane::TableHandle::new();
+    let mut engine = contiv_dataplane::Engine::new(
+        &tables,
+        contiv_hw::BufferPool::new("netns-pods", 4096),
+        &Default::default(),
+    )?;
+    let mut pods = Vec::new();
+    for i in 1..=count {
+        let ip = std::net::Ipv4Addr::new(10, 1, 1, 1 + i);
+        let ns = format!("{prefix}-pod{i}");
+        let tap = format!("{}-tap{i}", &prefix[..prefix.len().min(8)]);
+        pods.push(
+            wire_pod(&mut engine, &tables, &ns, &tap, ip, false)
+                .with_context(|| format!("wiring pod {ns}"))?,
+        );
+    }
+    let worker = Worker::start(engine);
+    println!("{count} pods on one engine, gateway {POD_GATEWAY}:");
+    for p in &pods {
+        println!(
+            "  {:<16} {:<12} interface {} (engine port {})",
+            p.ns.name, p.ip, p.interface, p.port
+        );
+    }
+    if let [a, b, ..] = pods.as_slice() {
+        println!("\ntry:  sudo ip netns exec {} ping {}", a.ns.name, b.ip);
+    }
+    println!(
+        "       sudo ip netns exec {} ping {POD_GATEWAY}\n\nCtrl-C removes the pods.",
+        pods[0].ns.name
+    );
+    let stop = worker.stopper();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    rt.block_on(async { tokio::signal::ctrl_c().await })
+        .context("waiting for Ctrl-C")?;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(engine) = worker.stop() {
+        print!("\n{}", engine.show_interfaces());
+        print!("{}", engine.show_errors());
+    }
+    drop(pods);
+    println!("removed");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn main() -> ExitCode {
@@ -68,6 +136,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Netns(NetnsCommand::Pods { count, prefix }) => netns_pods(count, &prefix),
         Command::Apiserver { listen } => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

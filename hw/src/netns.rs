@@ -184,3 +184,53 @@ pub fn configure_pod_interface(ns: &Path, cfg: &PodInterface) -> Result<(), Netn
         })
     })?
 }
+
+/// The host side of the host interconnect (Contiv's `vpp1`): an address on the
+/// interconnect subnet and routes to what lies behind the dataplane (pod subnets).
+#[derive(Clone, Debug)]
+pub struct HostInterconnect {
+    pub name: String,
+    /// The host's address on the interconnect (172.30.N.2 by default).
+    pub address: Ipv4Addr,
+    pub prefix_len: u8,
+    /// The dataplane's address on the interconnect (172.30.N.1).
+    pub dataplane: Ipv4Addr,
+    /// Prefixes the host reaches through the dataplane (e.g. 10.1.0.0/16).
+    pub routes: Vec<(Ipv4Addr, u8)>,
+    pub mtu: u16,
+}
+
+/// Configures the host side of the interconnect in the namespace at `ns` (the node's
+/// host namespace in production).
+pub fn configure_host_interconnect(ns: &Path, cfg: &HostInterconnect) -> Result<(), NetnsError> {
+    let cfg = cfg.clone();
+    in_netns(ns, move || {
+        with_netlink(async move |h: Handle| {
+            let idx = index_of(&h, &cfg.name).await?;
+            h.link()
+                .set(
+                    LinkUnspec::new_with_index(idx)
+                        .mtu(u32::from(cfg.mtu))
+                        .up()
+                        .build(),
+                )
+                .execute()
+                .await
+                .map_err(nl)?;
+            h.address()
+                .add(idx, cfg.address.into(), cfg.prefix_len)
+                .execute()
+                .await
+                .map_err(nl)?;
+            for (dst, len) in &cfg.routes {
+                let r = RouteMessageBuilder::<Ipv4Addr>::new()
+                    .destination_prefix(*dst, *len)
+                    .gateway(cfg.dataplane)
+                    .output_interface(idx)
+                    .build();
+                h.route().add(r).execute().await.map_err(nl)?;
+            }
+            Ok(())
+        })
+    })?
+}

@@ -1,0 +1,235 @@
+//! Real pods in network namespaces wired to an engine by TAP ports: what
+//! `contiv-harness netns pods` builds for a person to try, and what the namespace tests
+//! build. Namespaces are made with iproute2 (`ip netns`), everything inside them with
+//! rtnetlink; all of it is removed when dropped.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use contiv_dataplane::{
+    Adjacency, Engine, Interface, Ipv4Net, TableChange, TableError, TableHandle,
+};
+use contiv_hw::netns::{
+    configure_host_interconnect, configure_pod_interface, move_to_netns, HostInterconnect,
+    NetnsError, PodInterface,
+};
+use contiv_hw::{MacAddr, TapError, TapPort, Timestamp};
+
+/// The pods' gateway (Contiv's default: .1 of the node's pod subnet).
+pub const POD_GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 1, 1, 1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error("ip netns {action} {name}: {reason}")]
+    Ip {
+        action: &'static str,
+        name: String,
+        reason: String,
+    },
+    #[error(transparent)]
+    Tap(#[from] TapError),
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    #[error(transparent)]
+    Tables(#[from] TableError),
+    #[error("engine: {0}")]
+    Engine(String),
+}
+
+/// A network namespace, deleted when dropped.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn create(name: &str) -> Result<Netns, LabError> {
+        let out = Command::new("ip")
+            .args(["netns", "add", name])
+            .output()
+            .map_err(|e| LabError::Ip {
+                action: "add",
+                name: name.into(),
+                reason: e.to_string(),
+            })?;
+        if !out.status.success() {
+            return Err(LabError::Ip {
+                action: "add",
+                name: name.into(),
+                reason: String::from_utf8_lossy(&out.stderr).trim().into(),
+            });
+        }
+        Ok(Netns { name: name.into() })
+    }
+
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from(format!("/var/run/netns/{}", self.name))
+    }
+
+    /// Runs a command inside the namespace.
+    pub fn exec(&self, args: &[&str]) -> std::io::Result<std::process::Output> {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(args)
+            .output()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.name])
+            .output();
+    }
+}
+
+/// A pod wired to the engine.
+pub struct Pod {
+    pub ns: Netns,
+    pub ip: Ipv4Addr,
+    pub port: u16,
+    pub interface: String,
+    /// The engine's MAC on the pod's port (the pod's gateway MAC).
+    pub port_mac: MacAddr,
+}
+
+/// Makes a namespace, a TAP for it (named `tap`), moves the TAP in, configures the pod's
+/// side (address /32, routes via [`POD_GATEWAY`], a static gateway entry unless
+/// `arp_for_gateway`), and adds the port, the pod's /32 route and its neighbour entry to
+/// the engine.
+pub fn wire_pod(
+    engine: &mut Engine,
+    tables: &TableHandle,
+    ns: &str,
+    tap: &str,
+    ip: Ipv4Addr,
+    arp_for_gateway: bool,
+) -> Result<Pod, LabError> {
+    let netns = Netns::create(ns)?;
+    let port_mac = MacAddr::local(u32::from(ip));
+    let tap_port = TapPort::create(tap, port_mac, 1500)?;
+    let pod_mac = tap_port.device_mac()?;
+    move_to_netns(tap, &netns.path())?;
+    configure_pod_interface(
+        &netns.path(),
+        &PodInterface {
+            name: tap.into(),
+            address: ip,
+            gateway: POD_GATEWAY,
+            gateway_mac: (!arp_for_gateway).then_some(port_mac),
+            mtu: 1500,
+        },
+    )?;
+    let port = engine
+        .add_port(Box::new(tap_port))
+        .map_err(|e| LabError::Engine(e.to_string()))?;
+    tables.commit(&[
+        TableChange::SetInterface(
+            Interface::new(port, tap, port_mac).with_address(Ipv4Net::new(POD_GATEWAY, 32)),
+        ),
+        TableChange::AddRoute {
+            vrf: 0,
+            prefix: Ipv4Net::new(ip, 32),
+            target: Adjacency::Via { port, next_hop: ip },
+        },
+        TableChange::SetNeighbour {
+            port,
+            ip,
+            mac: pod_mac,
+        },
+    ])?;
+    Ok(Pod {
+        ns: netns,
+        ip,
+        port,
+        interface: tap.into(),
+        port_mac,
+    })
+}
+
+/// The host interconnect: a TAP from the engine into `host` (the node's host stack),
+/// the engine at `.1` and the host at `.2` of `subnet` (a /24), and host routes to
+/// `pod_subnet` through the engine.
+pub fn wire_host_interconnect(
+    engine: &mut Engine,
+    tables: &TableHandle,
+    host: &Netns,
+    tap: &str,
+    subnet: Ipv4Addr,
+    pod_subnet: (Ipv4Addr, u8),
+) -> Result<u16, LabError> {
+    let base = u32::from(subnet) & 0xffff_ff00;
+    let (dp_ip, host_ip) = (Ipv4Addr::from(base | 1), Ipv4Addr::from(base | 2));
+    let dp_mac = MacAddr::local(u32::from(dp_ip));
+    let tap_port = TapPort::create(tap, dp_mac, 1500)?;
+    move_to_netns(tap, &host.path())?;
+    configure_host_interconnect(
+        &host.path(),
+        &HostInterconnect {
+            name: tap.into(),
+            address: host_ip,
+            prefix_len: 24,
+            dataplane: dp_ip,
+            routes: vec![pod_subnet],
+            mtu: 1500,
+        },
+    )?;
+    let port = engine
+        .add_port(Box::new(tap_port))
+        .map_err(|e| LabError::Engine(e.to_string()))?;
+    tables.commit(&[TableChange::SetInterface(
+        Interface::new(port, tap, dp_mac).with_address(Ipv4Net::new(dp_ip, 24)),
+    )])?;
+    Ok(port)
+}
+
+/// The engine polling its ports on a thread of its own until stopped (or dropped).
+pub struct Worker {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Engine>>,
+}
+
+impl Worker {
+    pub fn start(mut engine: Engine) -> Worker {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let start = Instant::now();
+            while !flag.load(Ordering::Relaxed) {
+                if engine.poll(Timestamp(start.elapsed().as_nanos() as u64)) == 0 {
+                    // Nothing to do: let other threads run (TAP ports are kernel-bound
+                    // anyway; a DPDK worker would own its core instead).
+                    std::thread::yield_now();
+                }
+            }
+            engine
+        });
+        Worker {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// A handle that stops the worker from another thread (a signal handler).
+    pub fn stopper(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    /// Stops the worker and returns the engine (for its counters).
+    pub fn stop(mut self) -> Option<Engine> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().and_then(|t| t.join().ok())
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! The library behind `contiv-harness`: what its commands build, shared with its tests.
+
+pub mod lab;
