@@ -16,6 +16,7 @@ declare -A packages=(
   [kubectl]=kubernetes-client  # drives the simulated API server in its tests
   [ping]=iputils-ping          # pings between pod namespaces
   [ip]=iproute2                # makes the namespaces tests run in
+  [ethtool]=ethtool            # turns veth offloads off for the AF_PACKET tests
 )
 missing=()
 for cmd in "${!packages[@]}"; do

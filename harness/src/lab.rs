@@ -233,3 +233,103 @@ impl Drop for Worker {
         }
     }
 }
+
+fn ip(args: &[&str]) -> Result<(), LabError> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| LabError::Ip {
+            action: "run",
+            name: args.join(" "),
+            reason: e.to_string(),
+        })?;
+    if !out.status.success() {
+        return Err(LabError::Ip {
+            action: "run",
+            name: args.join(" "),
+            reason: String::from_utf8_lossy(&out.stderr).trim().into(),
+        });
+    }
+    Ok(())
+}
+
+/// A veth pair between `node` (where the engine's AF_PACKET port will sit, at `node_mac`)
+/// and an `outside` host with `outside_addr` and a default route via `gateway`.
+/// Checksum and segmentation offloads are turned off on both ends: AF_PACKET sees frames
+/// as the wire would, complete and at most MTU-sized.
+pub fn veth_uplink(
+    node: &Netns,
+    outside: &Netns,
+    node_if: &str,
+    outside_if: &str,
+    node_mac: MacAddr,
+    outside_addr: (Ipv4Addr, u8),
+    gateway: Ipv4Addr,
+) -> Result<(), LabError> {
+    ip(&[
+        "link",
+        "add",
+        "name",
+        node_if,
+        "netns",
+        &node.name,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        outside_if,
+        "netns",
+        &outside.name,
+    ])?;
+    ip(&[
+        "-n",
+        &node.name,
+        "link",
+        "set",
+        node_if,
+        "address",
+        &node_mac.to_string(),
+        "up",
+    ])?;
+    ip(&[
+        "-n",
+        &outside.name,
+        "addr",
+        "add",
+        &format!("{}/{}", outside_addr.0, outside_addr.1),
+        "dev",
+        outside_if,
+    ])?;
+    ip(&["-n", &outside.name, "link", "set", outside_if, "up"])?;
+    ip(&["-n", &outside.name, "link", "set", "lo", "up"])?;
+    ip(&[
+        "-n",
+        &outside.name,
+        "route",
+        "add",
+        "default",
+        "via",
+        &gateway.to_string(),
+    ])?;
+    for (ns, dev) in [(node, node_if), (outside, outside_if)] {
+        let out = Command::new("ip")
+            .args([
+                "netns", "exec", &ns.name, "ethtool", "-K", dev, "tx", "off", "rx", "off", "tso",
+                "off", "gso", "off", "gro", "off",
+            ])
+            .output()
+            .map_err(|e| LabError::Ip {
+                action: "ethtool",
+                name: dev.into(),
+                reason: e.to_string(),
+            })?;
+        if !out.status.success() {
+            return Err(LabError::Ip {
+                action: "ethtool",
+                name: dev.into(),
+                reason: String::from_utf8_lossy(&out.stderr).trim().into(),
+            });
+        }
+    }
+    Ok(())
+}

@@ -9,6 +9,7 @@
 //! Wrappers stack on any port, as smoltcp's device wrappers do: [`ImpairedPort`] injects
 //! seeded loss, corruption and delay; [`PcapPort`] writes every frame to a pcap file.
 
+mod afpacket;
 mod buffer;
 mod impair;
 pub mod netns;
@@ -19,6 +20,7 @@ mod tap;
 mod time;
 mod virtual_nic;
 
+pub use afpacket::{AfPacketConfig, AfPacketError, AfPacketPort};
 pub use buffer::{
     BufferPool, PacketBuf, PacketMeta, PacketVec, BUF_DATA_ROOM, BUF_HEADROOM, BUF_SIZE,
     VECTOR_SIZE,

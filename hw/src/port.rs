@@ -55,15 +55,18 @@ pub enum PortDropReason {
     InjectedLoss,
     /// The delay line of an [`crate::ImpairedPort`] was full.
     DelayQueueFull,
+    /// A frame arrived but the buffer pool was empty.
+    RxNoBuffer,
 }
 
 impl PortDropReason {
-    pub const ALL: [PortDropReason; 5] = [
+    pub const ALL: [PortDropReason; 6] = [
         PortDropReason::TxQueueFull,
         PortDropReason::LinkDown,
         PortDropReason::TooBig,
         PortDropReason::InjectedLoss,
         PortDropReason::DelayQueueFull,
+        PortDropReason::RxNoBuffer,
     ];
 
     pub fn name(self) -> &'static str {
@@ -73,6 +76,7 @@ impl PortDropReason {
             PortDropReason::TooBig => "frame exceeds mtu",
             PortDropReason::InjectedLoss => "injected loss",
             PortDropReason::DelayQueueFull => "delay line full",
+            PortDropReason::RxNoBuffer => "rx: no buffer",
         }
     }
 }
