@@ -27,3 +27,11 @@ printf '  ip4_forward, 1M routes                   %8.2f  (%.0f%% of io bound)\n
 echo
 echo "contiv-ksr: reflection into a real etcd (needs etcd-server and protoc)"
 cargo run --release -q -p contiv-ksr --features etcd --example reflect_bench
+
+echo
+if [ "$(id -u)" -eq 0 ] && command -v iperf3 >/dev/null 2>&1; then
+  echo "pods: TCP through the engine's TAP ports against the kernel's veth + bridge path"
+  cargo run --release -q -p contiv-harness -- netns bench-pods --seconds 3
+else
+  echo "pods benchmark skipped: needs root and iperf3 (apt-get install iperf3)"
+fi

@@ -58,6 +58,14 @@ enum Command {
 
 #[derive(Subcommand)]
 enum NetnsCommand {
+    /// TCP throughput between two pods through the engine's TAP ports against the
+    /// kernel's own path (two namespaces, veth pairs and a Linux bridge), in one run:
+    /// iperf3, 3 runs each, the median. Needs root and iperf3.
+    BenchPods {
+        /// Seconds per iperf3 run.
+        #[arg(long, default_value_t = 3)]
+        seconds: u32,
+    },
     /// Pods on one engine: 10.1.1.2, 10.1.1.3, ... behind the gateway 10.1.1.1.
     Pods {
         /// How many pods.
@@ -67,6 +75,163 @@ enum NetnsCommand {
         #[arg(long, default_value = "contiv")]
         prefix: String,
     },
+}
+
+/// One iperf3 TCP run from `client` to `server_ip` (whose namespace runs the server);
+/// returns Gbit/s.
+fn iperf3(
+    server: &contiv_harness::lab::Netns,
+    client: &contiv_harness::lab::Netns,
+    server_ip: std::net::Ipv4Addr,
+    seconds: u32,
+) -> anyhow::Result<f64> {
+    let mut srv = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &server.name,
+            "timeout",
+            &(seconds * 3 + 60).to_string(),
+            "iperf3",
+            "-s",
+            "-1",
+            "-p",
+            "5201",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("iperf3 server (is iperf3 installed?)")?;
+    // Start the client only once the server listens (bounded): a client that races the
+    // server's start can fail or hang.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let ss = server.exec(&["ss", "-Htln", "sport = :5201"])?;
+        if !String::from_utf8_lossy(&ss.stdout).trim().is_empty() {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = srv.kill();
+            let _ = srv.wait();
+            anyhow::bail!("the iperf3 server did not listen within 10 s");
+        }
+        std::thread::yield_now();
+    }
+    let limit = (seconds + 20).to_string();
+    let out = client.exec(&[
+        "timeout",
+        &limit,
+        "iperf3",
+        "-c",
+        &server_ip.to_string(),
+        "-p",
+        "5201",
+        "-t",
+        &seconds.to_string(),
+        "-J",
+        "--connect-timeout",
+        "2000",
+    ])?;
+    if !out.status.success() {
+        let _ = srv.kill();
+        let _ = srv.wait();
+        anyhow::bail!(
+            "iperf3 client failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let _ = srv.wait();
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "sum_received": { ... "bits_per_second": N ... }
+    let tail = text.split("\"sum_received\"").nth(1).with_context(|| {
+        format!(
+            "iperf3 JSON without sum_received: {}",
+            text.chars().take(400).collect::<String>()
+        )
+    })?;
+    let bps: f64 = tail
+        .split("\"bits_per_second\":")
+        .nth(1)
+        .and_then(|s| s.split([',', '}']).next())
+        .and_then(|s| s.trim().parse().ok())
+        .context("iperf3 JSON without bits_per_second")?;
+    Ok(bps / 1e9)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn netns_bench_pods(seconds: u32) -> anyhow::Result<ExitCode> {
+    use contiv_harness::lab::{wire_pod, Netns, Worker};
+    let pid = std::process::id() % 100_000;
+    // Through the engine.
+    let tables = contiv_dataplane::TableHandle::new();
+    let mut engine = contiv_dataplane::Engine::new(
+        &tables,
+        contiv_hw::BufferPool::new("bench", 8192),
+        &Default::default(),
+    )?;
+    let a = wire_pod(
+        &mut engine,
+        &tables,
+        &format!("cb-a-{pid}"),
+        &format!("cba{pid}"),
+        std::net::Ipv4Addr::new(10, 1, 1, 2),
+        false,
+    )?;
+    let b = wire_pod(
+        &mut engine,
+        &tables,
+        &format!("cb-b-{pid}"),
+        &format!("cbb{pid}"),
+        std::net::Ipv4Addr::new(10, 1, 1, 3),
+        false,
+    )?;
+    let worker = Worker::start(engine);
+    let engine_runs: Vec<f64> = (0..3)
+        .map(|_| iperf3(&b.ns, &a.ns, b.ip, seconds))
+        .collect::<anyhow::Result<_>>()?;
+    drop(worker);
+    drop((a, b));
+    // The kernel's path: the same two namespaces' shape, joined by veths to a bridge.
+    let br = Netns::create(&format!("cb-br-{pid}"))?;
+    let ka = Netns::create(&format!("cb-ka-{pid}"))?;
+    let kb = Netns::create(&format!("cb-kb-{pid}"))?;
+    let sh = |args: &[&str]| -> anyhow::Result<()> {
+        let out = std::process::Command::new("ip").args(args).output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    };
+    sh(&["-n", &br.name, "link", "add", "br0", "type", "bridge"])?;
+    sh(&["-n", &br.name, "link", "set", "br0", "up"])?;
+    for (ns, ip, tag) in [(&ka, "10.9.0.2/24", "a"), (&kb, "10.9.0.3/24", "b")] {
+        let (inner, outer) = (format!("k{tag}{pid}i"), format!("k{tag}{pid}o"));
+        sh(&[
+            "link", "add", "name", &inner, "netns", &ns.name, "type", "veth", "peer", "name",
+            &outer, "netns", &br.name,
+        ])?;
+        sh(&["-n", &br.name, "link", "set", &outer, "master", "br0", "up"])?;
+        sh(&["-n", &ns.name, "addr", "add", ip, "dev", &inner])?;
+        sh(&["-n", &ns.name, "link", "set", &inner, "up"])?;
+        sh(&["-n", &ns.name, "link", "set", "lo", "up"])?;
+    }
+    let kernel_runs: Vec<f64> = (0..3)
+        .map(|_| iperf3(&kb, &ka, std::net::Ipv4Addr::new(10, 9, 0, 3), seconds))
+        .collect::<anyhow::Result<_>>()?;
+    let (e, k) = (median(engine_runs.clone()), median(kernel_runs.clone()));
+    println!("pod-to-pod TCP, iperf3, {seconds} s runs, median of 3");
+    println!("  through the engine (TAP ports):     {e:7.2} Gbit/s  runs {engine_runs:.2?}");
+    println!("  kernel path (veth + Linux bridge):  {k:7.2} Gbit/s  runs {kernel_runs:.2?}");
+    println!("  ratio engine/kernel:                {:7.3}", e / k);
+    Ok(ExitCode::SUCCESS)
 }
 
 fn netns_pods(count: u8, prefix: &str) -> anyhow::Result<ExitCode> {
@@ -137,6 +302,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Netns(NetnsCommand::Pods { count, prefix }) => netns_pods(count, &prefix),
+        Command::Netns(NetnsCommand::BenchPods { seconds }) => netns_bench_pods(seconds),
         Command::Apiserver { listen } => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
