@@ -97,6 +97,33 @@ async fn index_of(handle: &Handle, name: &str) -> Result<u32, NetnsError> {
     }
 }
 
+/// Sets the interface's MTU, brings it up and gives it an address; returns its index.
+async fn bring_up(
+    h: &Handle,
+    name: &str,
+    mtu: u16,
+    address: Ipv4Addr,
+    prefix_len: u8,
+) -> Result<u32, NetnsError> {
+    let idx = index_of(h, name).await?;
+    h.link()
+        .set(
+            LinkUnspec::new_with_index(idx)
+                .mtu(u32::from(mtu))
+                .up()
+                .build(),
+        )
+        .execute()
+        .await
+        .map_err(nl)?;
+    h.address()
+        .add(idx, address.into(), prefix_len)
+        .execute()
+        .await
+        .map_err(nl)?;
+    Ok(idx)
+}
+
 /// Moves the interface `name` from the current thread's namespace into the one at
 /// `target` (file descriptors opened on it, like a TAP's, keep working).
 pub fn move_to_netns(name: &str, target: &Path) -> Result<(), NetnsError> {
@@ -137,17 +164,7 @@ pub fn configure_pod_interface(ns: &Path, cfg: &PodInterface) -> Result<(), Netn
     let cfg = cfg.clone();
     in_netns(ns, move || {
         with_netlink(async move |h: Handle| {
-            let idx = index_of(&h, &cfg.name).await?;
-            h.link()
-                .set(
-                    LinkUnspec::new_with_index(idx)
-                        .mtu(u32::from(cfg.mtu))
-                        .up()
-                        .build(),
-                )
-                .execute()
-                .await
-                .map_err(nl)?;
+            let idx = bring_up(&h, &cfg.name, cfg.mtu, cfg.address, 32).await?;
             if let Ok(lo) = index_of(&h, "lo").await {
                 h.link()
                     .set(LinkUnspec::new_with_index(lo).up().build())
@@ -155,11 +172,6 @@ pub fn configure_pod_interface(ns: &Path, cfg: &PodInterface) -> Result<(), Netn
                     .await
                     .map_err(nl)?;
             }
-            h.address()
-                .add(idx, cfg.address.into(), 32)
-                .execute()
-                .await
-                .map_err(nl)?;
             let to_gateway = RouteMessageBuilder::<Ipv4Addr>::new()
                 .destination_prefix(cfg.gateway, 32)
                 .output_interface(idx)
@@ -206,22 +218,7 @@ pub fn configure_host_interconnect(ns: &Path, cfg: &HostInterconnect) -> Result<
     let cfg = cfg.clone();
     in_netns(ns, move || {
         with_netlink(async move |h: Handle| {
-            let idx = index_of(&h, &cfg.name).await?;
-            h.link()
-                .set(
-                    LinkUnspec::new_with_index(idx)
-                        .mtu(u32::from(cfg.mtu))
-                        .up()
-                        .build(),
-                )
-                .execute()
-                .await
-                .map_err(nl)?;
-            h.address()
-                .add(idx, cfg.address.into(), cfg.prefix_len)
-                .execute()
-                .await
-                .map_err(nl)?;
+            let idx = bring_up(&h, &cfg.name, cfg.mtu, cfg.address, cfg.prefix_len).await?;
             for (dst, len) in &cfg.routes {
                 let r = RouteMessageBuilder::<Ipv4Addr>::new()
                     .destination_prefix(*dst, *len)
