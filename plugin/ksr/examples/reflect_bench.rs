@@ -63,7 +63,12 @@ async fn main() {
         shutdown,
     ));
     let want = (PODS + SERVICES) as usize;
+    let limit = Instant::now() + Duration::from_secs(600);
     loop {
+        assert!(
+            Instant::now() < limit,
+            "the cold start did not finish within 10 minutes"
+        );
         let have =
             count(&store, "/contiv/k8s/pod/").await + count(&store, "/contiv/k8s/service/").await;
         if have >= want {
@@ -87,7 +92,12 @@ async fn main() {
     }
     let last = format!("/contiv/k8s/pod/default/p{:05}", (UPDATES - 1) % PODS);
     let marker = format!("\"gen\":\"{}\"", UPDATES - 1);
+    let limit = Instant::now() + Duration::from_secs(600);
     loop {
+        assert!(
+            Instant::now() < limit,
+            "the updates were not reflected within 10 minutes"
+        );
         if let Ok(Some(kv)) = store.get(&last).await {
             if String::from_utf8_lossy(&kv.value).contains(&marker) {
                 break;

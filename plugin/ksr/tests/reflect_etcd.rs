@@ -111,7 +111,14 @@ async fn etcd_killed_mid_stream_and_restarted_converges() {
         &json!({"metadata": {"labels": {"team": "b"}}}),
     )
     .unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await; // let KSR hit the outage
+    // KSR tries to write those changes and must meet the outage before etcd returns.
+    let metrics = ksr.metrics.clone();
+    eventually(
+        "KSR meets the store outage",
+        Duration::from_secs(20),
+        || metrics.store_errors.load(Ordering::Relaxed) > 0,
+    )
+    .await;
     etcd.restart().expect("etcd restarts");
     converged(&api, &store, Duration::from_secs(45)).await;
     assert!(
