@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use contiv_ksr::{KsrConfig, Metrics};
 use contiv_sim::apiserver::{serve, ApiServer, Kind};
 use contiv_store::etcd_server::EtcdServer;
-use contiv_store::{EtcdConfig, EtcdStore, Store};
+use contiv_store::Store;
 use serde_json::json;
 
 const PODS: u32 = 10_000;
@@ -26,9 +26,7 @@ async fn count<S: Store>(store: &S, prefix: &str) -> usize {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let etcd = EtcdServer::start("bench").expect("etcd starts (install etcd-server)");
-    let store = EtcdStore::connect(EtcdConfig::new(vec![etcd.endpoint()]))
-        .await
-        .expect("etcd");
+    let store = etcd.connect().await.expect("etcd");
     let api = ApiServer::new();
     // The bench measures KSR, not the simulated controllers.
     api.set_endpoint_controller(false);

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use contiv_store::etcd_server::EtcdServer;
-use contiv_store::{EtcdConfig, EtcdStore, Store};
+use contiv_store::Store;
 
 struct Killed(Child);
 
@@ -92,9 +92,7 @@ async fn the_binary_reflects_and_reports_ready() {
             && metrics.contains("contiv_ksr_objects{kind=\"pod\"} 4"),
         "{metrics}"
     );
-    let store = EtcdStore::connect(EtcdConfig::new(vec![etcd.endpoint()]))
-        .await
-        .unwrap();
+    let store = etcd.connect().await.unwrap();
     converged(&api, &store, Duration::from_secs(10)).await;
     assert_eq!(
         store

@@ -10,12 +10,12 @@ use std::time::Duration;
 use common::*;
 use contiv_sim::apiserver::Kind;
 use contiv_store::etcd_server::EtcdServer;
-use contiv_store::{EtcdConfig, EtcdStore, Store};
+use contiv_store::{EtcdStore, Store};
 use serde_json::json;
 
 async fn etcd(tag: &str) -> (EtcdServer, EtcdStore) {
     let server = EtcdServer::start(tag).expect("etcd starts");
-    let mut cfg = EtcdConfig::new(vec![server.endpoint()]);
+    let mut cfg = server.config();
     cfg.request_timeout = Duration::from_secs(2);
     cfg.connect_timeout = Duration::from_millis(500);
     let store = EtcdStore::connect(cfg).await.unwrap();

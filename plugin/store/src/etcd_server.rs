@@ -82,6 +82,16 @@ impl EtcdServer {
         format!("http://127.0.0.1:{}", self.client_port)
     }
 
+    /// A client configuration for this server (defaults otherwise).
+    pub fn config(&self) -> crate::EtcdConfig {
+        crate::EtcdConfig::new(vec![self.endpoint()])
+    }
+
+    /// A new client of this server.
+    pub async fn connect(&self) -> Result<crate::EtcdStore, crate::StoreError> {
+        crate::EtcdStore::connect(self.config()).await
+    }
+
     pub fn data_dir(&self) -> &Path {
         &self.dir
     }

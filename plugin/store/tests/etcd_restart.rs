@@ -5,12 +5,12 @@
 use std::time::Duration;
 
 use contiv_store::etcd_server::EtcdServer;
-use contiv_store::{EtcdConfig, EtcdStore, EventKind, Store};
+use contiv_store::{EtcdStore, EventKind, Store};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_resumes_after_etcd_is_killed_and_restarted() {
     let mut etcd = EtcdServer::start("restart").expect("etcd starts");
-    let mut cfg = EtcdConfig::new(vec![etcd.endpoint()]);
+    let mut cfg = etcd.config();
     cfg.request_timeout = Duration::from_secs(1);
     cfg.connect_timeout = Duration::from_millis(500);
     let s = EtcdStore::connect(cfg).await.unwrap();

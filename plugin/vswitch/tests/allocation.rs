@@ -215,7 +215,7 @@ suite!(memory, Memory);
 #[cfg(feature = "etcd")]
 mod etcd_fixture {
     use contiv_store::etcd_server::EtcdServer;
-    use contiv_store::{EtcdConfig, EtcdStore};
+    use contiv_store::EtcdStore;
 
     pub struct Etcd(pub EtcdServer);
 
@@ -225,10 +225,9 @@ mod etcd_fixture {
         }
 
         pub async fn clients(&self) -> (EtcdStore, EtcdStore) {
-            let cfg = EtcdConfig::new(vec![self.0.endpoint()]);
             (
-                EtcdStore::connect(cfg.clone()).await.unwrap(),
-                EtcdStore::connect(cfg).await.unwrap(),
+                self.0.connect().await.unwrap(),
+                self.0.connect().await.unwrap(),
             )
         }
     }
