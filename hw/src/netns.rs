@@ -231,3 +231,130 @@ pub fn configure_host_interconnect(ns: &Path, cfg: &HostInterconnect) -> Result<
         })
     })?
 }
+
+/// What an interface in a namespace has, as the kernel reports it (CNI CHECK compares
+/// this with what ADD configured).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InterfaceState {
+    pub index: u32,
+    pub mac: Option<MacAddr>,
+    pub mtu: u32,
+    pub up: bool,
+    /// IPv4 addresses with their prefix lengths.
+    pub addresses: Vec<(Ipv4Addr, u8)>,
+    /// IPv4 routes of the main table out of this interface: destination, length, gateway.
+    pub routes: Vec<(Ipv4Addr, u8, Option<Ipv4Addr>)>,
+    /// Permanent IPv4 neighbour entries on this interface.
+    pub permanent_neighbours: Vec<(Ipv4Addr, MacAddr)>,
+}
+
+/// The state of interface `name` in the namespace at `ns`; `None` when there is no such
+/// interface.
+pub fn inspect_interface(ns: &Path, name: &str) -> Result<Option<InterfaceState>, NetnsError> {
+    use rtnetlink::packet_route::address::AddressAttribute;
+    use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags};
+    use rtnetlink::packet_route::neighbour::{
+        NeighbourAddress, NeighbourAttribute, NeighbourState,
+    };
+    use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
+
+    let name = name.to_string();
+    in_netns(ns, move || {
+        with_netlink(async move |h: Handle| {
+            let mut links = h.link().get().match_name(name.clone()).execute();
+            let link = match links.try_next().await {
+                Ok(Some(l)) => l,
+                Ok(None) => return Ok(None),
+                Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => {
+                    return Ok(None)
+                }
+                Err(e) => return Err(nl(e)),
+            };
+            let mut st = InterfaceState {
+                index: link.header.index,
+                up: link.header.flags.contains(LinkFlags::Up),
+                ..Default::default()
+            };
+            for a in &link.attributes {
+                match a {
+                    LinkAttribute::Address(m) if m.len() == 6 => {
+                        st.mac = Some(MacAddr([m[0], m[1], m[2], m[3], m[4], m[5]]))
+                    }
+                    LinkAttribute::Mtu(m) => st.mtu = *m,
+                    _ => {}
+                }
+            }
+            let mut addrs = h.address().get().set_link_index_filter(st.index).execute();
+            while let Some(a) = addrs.try_next().await.map_err(nl)? {
+                for attr in &a.attributes {
+                    if let AddressAttribute::Address(std::net::IpAddr::V4(ip)) = attr {
+                        st.addresses.push((*ip, a.header.prefix_len));
+                    }
+                }
+            }
+            let mut routes = h
+                .route()
+                .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+                .execute();
+            while let Some(r) = routes.try_next().await.map_err(nl)? {
+                if r.header.table != rtnetlink::packet_route::route::RouteHeader::RT_TABLE_MAIN {
+                    continue;
+                }
+                let (mut dst, mut gw, mut oif) = (Ipv4Addr::UNSPECIFIED, None, None);
+                for attr in &r.attributes {
+                    match attr {
+                        RouteAttribute::Destination(RouteAddress::Inet(d)) => dst = *d,
+                        RouteAttribute::Gateway(RouteAddress::Inet(g)) => gw = Some(*g),
+                        RouteAttribute::Oif(i) => oif = Some(*i),
+                        _ => {}
+                    }
+                }
+                if oif == Some(st.index) {
+                    st.routes
+                        .push((dst, r.header.destination_prefix_length, gw));
+                }
+            }
+            let mut neigh = h.neighbours().get().execute();
+            while let Some(n) = neigh.try_next().await.map_err(nl)? {
+                if n.header.ifindex != st.index || n.header.state != NeighbourState::Permanent {
+                    continue;
+                }
+                let (mut ip, mut mac) = (None, None);
+                for attr in &n.attributes {
+                    match attr {
+                        NeighbourAttribute::Destination(NeighbourAddress::Inet(d)) => ip = Some(*d),
+                        NeighbourAttribute::LinkLayerAddress(m) if m.len() == 6 => {
+                            mac = Some(MacAddr([m[0], m[1], m[2], m[3], m[4], m[5]]))
+                        }
+                        _ => {}
+                    }
+                }
+                if let (Some(ip), Some(mac)) = (ip, mac) {
+                    st.permanent_neighbours.push((ip, mac));
+                }
+            }
+            Ok(Some(st))
+        })
+    })?
+}
+
+/// Deletes interface `name` in the namespace at `ns`; `false` when it was not there.
+pub fn delete_interface(ns: &Path, name: &str) -> Result<bool, NetnsError> {
+    let name = name.to_string();
+    in_netns(ns, move || {
+        with_netlink(async move |h: Handle| {
+            let idx = match index_of(&h, &name).await {
+                Ok(i) => i,
+                Err(NetnsError::NoSuchInterface(_)) => return Ok(false),
+                Err(e) => return Err(e),
+            };
+            match h.link().del(idx).execute().await {
+                Ok(()) => Ok(true),
+                Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => {
+                    Ok(false)
+                }
+                Err(e) => Err(nl(e)),
+            }
+        })
+    })?
+}

@@ -16,6 +16,7 @@ use crate::{
 
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
+const TUNSETPERSIST: libc::c_ulong = 0x4004_54cb;
 const IFF_TAP: libc::c_short = 0x0002;
 const IFF_NO_PI: libc::c_short = 0x1000;
 const IFF_VNET_HDR: libc::c_short = 0x4000;
@@ -32,6 +33,11 @@ pub enum TapError {
     Open(std::io::Error),
     #[error("cannot create TAP {name}: {source}")]
     Create {
+        name: String,
+        source: std::io::Error,
+    },
+    #[error("cannot make TAP {name} persistent: {source}")]
+    Persist {
         name: String,
         source: std::io::Error,
     },
@@ -73,7 +79,9 @@ pub struct TapPort {
 }
 
 impl TapPort {
-    /// Creates the TAP device `name` in the current network namespace.
+    /// Creates the TAP device `name` in the current network namespace, or attaches to it
+    /// when a persistent TAP of that name exists and nobody holds it (an agent restarting
+    /// re-adopts its pods' interfaces this way, with their addresses and routes intact).
     pub fn create(name: &str, mac: MacAddr, mtu: u16) -> Result<TapPort, TapError> {
         let mut req = ifreq(name)?;
         let file = OpenOptions::new()
@@ -108,6 +116,27 @@ impl TapPort {
             mtu,
             stats: PortStats::default(),
         })
+    }
+
+    /// Keeps the device after this descriptor closes (`true`), so a crash of the process
+    /// that holds it does not take the pod's interface away; `false` lets it go with the
+    /// descriptor.
+    pub fn set_persistent(&self, persistent: bool) -> Result<(), TapError> {
+        // SAFETY: TUNSETPERSIST takes its argument by value; the descriptor is a TAP.
+        let rc = unsafe {
+            libc::ioctl(
+                self.file.as_raw_fd(),
+                TUNSETPERSIST as _,
+                libc::c_ulong::from(persistent),
+            )
+        };
+        if rc < 0 {
+            return Err(TapError::Persist {
+                name: self.name.clone(),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        Ok(())
     }
 
     /// The MAC the kernel gave the device (the pod's own MAC once it is in the pod).

@@ -55,7 +55,9 @@ pub struct Engine {
     graph: Graph,
     input_node: NodeId,
     tables: Cache<Arc<ArcSwap<Tables>>, Arc<Tables>>,
-    ports: Vec<Box<dyn Port>>,
+    /// Port slots; a removed port leaves `None` until a new port takes its index, so the
+    /// indices the tables use for the other ports never move.
+    ports: Vec<Option<Box<dyn Port>>>,
     w: WorkerState,
     rx: PacketVec,
     rx_burst: usize,
@@ -94,27 +96,49 @@ impl Engine {
         })
     }
 
-    /// Adds a port; its index is the `port` the tables use for it.
+    /// Adds a port; its index is the `port` the tables use for it. The lowest free index
+    /// is reused (pods come and go; the tables have room for [`MAX_PORTS`]).
     pub fn add_port(&mut self, port: Box<dyn Port>) -> Result<u16, EngineError> {
+        if let Some(free) = self.ports.iter().position(Option::is_none) {
+            self.ports[free] = Some(port);
+            self.w.interfaces[free] = InterfaceCounters::default();
+            return Ok(free as u16);
+        }
         if self.ports.len() >= usize::from(MAX_PORTS) {
             return Err(EngineError::TooManyPorts(MAX_PORTS));
         }
-        self.ports.push(port);
+        self.ports.push(Some(port));
         self.w.tx.push(Vec::with_capacity(VECTOR_SIZE));
         self.w.interfaces.push(InterfaceCounters::default());
         Ok((self.ports.len() - 1) as u16)
     }
 
+    /// Removes a port and returns it; packets still queued for it go back to the pool.
+    /// The control plane removes the port's routes and interface from the tables first;
+    /// anything the graph still sends to the empty slot is freed at transmit and counted
+    /// as the interface's tx drops.
+    pub fn remove_port(&mut self, port: u16) -> Option<Box<dyn Port>> {
+        let i = usize::from(port);
+        let removed = self.ports.get_mut(i)?.take();
+        if removed.is_some() {
+            let mut queued = std::mem::take(&mut self.w.tx[i]);
+            self.w.pool.free_all(&mut queued);
+            self.w.tx[i] = queued;
+        }
+        removed
+    }
+
     pub fn port(&self, port: u16) -> Option<&dyn Port> {
-        self.ports.get(usize::from(port)).map(|p| &**p)
+        self.ports.get(usize::from(port))?.as_deref()
     }
 
     pub fn port_mut(&mut self, port: u16) -> Option<&mut (dyn Port + 'static)> {
-        self.ports.get_mut(usize::from(port)).map(|p| &mut **p)
+        self.ports.get_mut(usize::from(port))?.as_deref_mut()
     }
 
+    /// Ports in use.
     pub fn port_count(&self) -> usize {
-        self.ports.len()
+        self.ports.iter().filter(|p| p.is_some()).count()
     }
 
     pub fn pool_mut(&mut self) -> &mut BufferPool {
@@ -127,7 +151,10 @@ impl Engine {
         self.w.now = now;
         let mut total = 0;
         for port in 0..self.ports.len() {
-            let n = self.ports[port].rx_burst(&mut self.w.pool, &mut self.rx, self.rx_burst, now);
+            let Some(p) = self.ports[port].as_mut() else {
+                continue;
+            };
+            let n = p.rx_burst(&mut self.w.pool, &mut self.rx, self.rx_burst, now);
             if n == 0 {
                 continue;
             }
@@ -176,7 +203,14 @@ impl Engine {
             }
             let n = queue.len() as u64;
             let bytes: u64 = queue.iter().map(|p| p.len() as u64).sum();
-            let sent = self.ports[port].tx_burst(queue, &mut self.w.pool, now) as u64;
+            let Some(p) = self.ports[port].as_mut() else {
+                // Removed since the graph queued these: nowhere to send them.
+                let n = queue.len() as u64;
+                self.w.pool.free_all(queue);
+                self.w.interfaces[port].tx_dropped += n;
+                continue;
+            };
+            let sent = p.tx_burst(queue, &mut self.w.pool, now) as u64;
             let c = &mut self.w.interfaces[port];
             c.tx_packets += sent;
             c.tx_bytes += if sent == n { bytes } else { 0 };
@@ -287,6 +321,7 @@ impl Engine {
             "idx", "name", "rx pkts", "rx bytes", "tx pkts", "tx bytes", "tx drops"
         );
         for (i, p) in self.ports.iter().enumerate() {
+            let Some(p) = p else { continue };
             let c = self.w.interfaces[i];
             let s = p.stats();
             let drops: Vec<String> = s
