@@ -85,6 +85,15 @@ fn nl(e: rtnetlink::Error) -> NetnsError {
     NetnsError::Netlink(e.to_string())
 }
 
+/// Adding what is already there succeeds: configuring an interface twice (an agent
+/// re-adopting a pod's interface after a restart) leaves it as configured once.
+fn exists_ok(r: Result<(), rtnetlink::Error>) -> Result<(), NetnsError> {
+    match r {
+        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => Ok(()),
+        other => other.map_err(nl),
+    }
+}
+
 async fn index_of(handle: &Handle, name: &str) -> Result<u32, NetnsError> {
     let mut links = handle.link().get().match_name(name.to_string()).execute();
     match links.try_next().await {
@@ -116,11 +125,12 @@ async fn bring_up(
         .execute()
         .await
         .map_err(nl)?;
-    h.address()
-        .add(idx, address.into(), prefix_len)
-        .execute()
-        .await
-        .map_err(nl)?;
+    exists_ok(
+        h.address()
+            .add(idx, address.into(), prefix_len)
+            .execute()
+            .await,
+    )?;
     Ok(idx)
 }
 
@@ -177,17 +187,18 @@ pub fn configure_pod_interface(ns: &Path, cfg: &PodInterface) -> Result<(), Netn
                 .output_interface(idx)
                 .scope(rtnetlink::packet_route::route::RouteScope::Link)
                 .build();
-            h.route().add(to_gateway).execute().await.map_err(nl)?;
+            exists_ok(h.route().add(to_gateway).execute().await)?;
             let default = RouteMessageBuilder::<Ipv4Addr>::new()
                 .gateway(cfg.gateway)
                 .output_interface(idx)
                 .build();
-            h.route().add(default).execute().await.map_err(nl)?;
+            exists_ok(h.route().add(default).execute().await)?;
             if let Some(mac) = cfg.gateway_mac {
                 h.neighbours()
                     .add(idx, cfg.gateway.into())
                     .link_layer_address(&mac.0)
                     .state(rtnetlink::packet_route::neighbour::NeighbourState::Permanent)
+                    .replace()
                     .execute()
                     .await
                     .map_err(nl)?;
@@ -225,7 +236,7 @@ pub fn configure_host_interconnect(ns: &Path, cfg: &HostInterconnect) -> Result<
                     .gateway(cfg.dataplane)
                     .output_interface(idx)
                     .build();
-                h.route().add(r).execute().await.map_err(nl)?;
+                exists_ok(h.route().add(r).execute().await)?;
             }
             Ok(())
         })

@@ -27,4 +27,6 @@ pub use engine::{Engine, EngineConfig, EngineError};
 pub use fib::{Fib, FibError};
 pub use graph::{GraphError, GraphNode, Next, NodeCx};
 pub use nodes::IcmpErrorConfig;
-pub use tables::{Adjacency, Interface, Ipv4Net, TableChange, TableError, TableHandle, Tables};
+pub use tables::{
+    Adjacency, Interface, Ipv4Net, TableChange, TableError, TableHandle, Tables, MAX_PORTS,
+};

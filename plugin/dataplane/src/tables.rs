@@ -65,6 +65,20 @@ impl FromStr for Ipv4Net {
     }
 }
 
+// Prefixes are written as `a.b.c.d/len` in configuration files.
+impl<'de> serde::Deserialize<'de> for Ipv4Net {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl serde::Serialize for Ipv4Net {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 /// An interface as the graph sees it. Its index is the engine's port index.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Interface {
@@ -334,7 +348,14 @@ impl Tables {
                 .fib(vrf)
                 .and_then(|f| f.get(prefix.addr, prefix.len))
                 .map(|a| self.adjacencies[a as usize]);
-            if current == Some(target) {
+            // Pod interfaces all carry the pod gateway's address: its local route stays
+            // while any other interface of the VRF still implies it.
+            let shared = self.interfaces.iter().flatten().any(|other| {
+                other.port != old.port
+                    && other.vrf == vrf
+                    && Self::interface_routes(other).contains(&(prefix, target))
+            });
+            if current == Some(target) && !shared {
                 self.del_route(index, vrf, prefix)?;
             }
         }
@@ -512,6 +533,28 @@ mod tests {
         t.commit(&[TableChange::RemoveInterface { port: 0 }])
             .unwrap();
         assert!(t.snapshot().fib(0).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_shared_gateway_address_outlives_each_interface() {
+        let t = TableHandle::new();
+        let gw = net("10.1.1.1/32");
+        let pod = |port| Interface::new(port, "tap", MacAddr::local(port.into())).with_address(gw);
+        t.commit(&[
+            TableChange::SetInterface(pod(0)),
+            TableChange::SetInterface(pod(1)),
+        ])
+        .unwrap();
+        t.commit(&[TableChange::RemoveInterface { port: 0 }])
+            .unwrap();
+        assert_eq!(
+            t.snapshot().route(0, gw.addr).map(|r| r.1),
+            Some(Adjacency::Local),
+            "pod 1 still answers on its gateway"
+        );
+        t.commit(&[TableChange::RemoveInterface { port: 1 }])
+            .unwrap();
+        assert!(t.snapshot().route(0, gw.addr).is_none());
     }
 
     #[test]

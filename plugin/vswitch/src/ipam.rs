@@ -35,6 +35,10 @@ pub struct Allocation {
     /// `namespace/name` of the pod, for people reading the store.
     #[serde(default)]
     pub pod: String,
+    /// The pod's network namespace: an agent restarting re-adopts the pod's interface
+    /// there, and releases the address when the namespace is gone.
+    #[serde(default)]
+    pub netns: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -125,6 +129,18 @@ impl<S: Store> Ipam<S> {
         ifname: &str,
         pod: &str,
     ) -> Result<Ipv4Addr, IpamError> {
+        self.allocate_for(&Allocation {
+            container_id: container_id.into(),
+            ifname: ifname.into(),
+            pod: pod.into(),
+            netns: String::new(),
+        })
+        .await
+    }
+
+    /// As [`Ipam::allocate`], with the whole owner record to persist.
+    pub async fn allocate_for(&self, owner: &Allocation) -> Result<Ipv4Addr, IpamError> {
+        let (container_id, ifname) = (owner.container_id.as_str(), owner.ifname.as_str());
         let first = u32::from(self.cfg.subnet) + 2; // .0 network, .1 gateway
         let last = u32::from(self.cfg.subnet) + (1u32 << (32 - self.cfg.prefix_len)) - 2; // before broadcast
                                                                                           // Every lost race means someone else took an address, so there can be at most as
@@ -151,11 +167,7 @@ impl<S: Store> Ipam<S> {
             };
             let doc = Doc {
                 v: 1,
-                owner: Allocation {
-                    container_id: container_id.into(),
-                    ifname: ifname.into(),
-                    pod: pod.into(),
-                },
+                owner: owner.clone(),
             };
             let value = serde_json::to_vec(&doc).unwrap_or_default();
             if self

@@ -1,0 +1,423 @@
+//! What the agent puts on the node, as reconciler items, and the applier that makes it
+//! real: TAP interfaces in pods' namespaces, dataplane ports, routes and neighbours, the
+//! host interconnect and the uplink.
+//!
+//! Keys: `pod/<container>/<ifname>/interface` and `.../route` (the route depends on the
+//! interface), `node/host-interconnect`, `node/uplink`.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use contiv_dataplane::{Adjacency, Interface, Ipv4Net, TableChange, TableHandle};
+use contiv_hw::netns::{
+    configure_host_interconnect, configure_pod_interface, delete_interface, in_netns,
+    inspect_interface, HostInterconnect, NetnsError, PodInterface,
+};
+use contiv_hw::{AfPacketConfig, AfPacketPort, MacAddr, TapPort};
+
+use crate::reconciler::{Applier, Item, Key};
+use crate::worker::{DataplaneWorker, WorkerError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WiringError {
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    #[error(transparent)]
+    Tap(#[from] contiv_hw::TapError),
+    #[error(transparent)]
+    AfPacket(#[from] contiv_hw::AfPacketError),
+    #[error(transparent)]
+    Worker(#[from] WorkerError),
+    #[error("tables: {0}")]
+    Tables(#[from] contiv_dataplane::TableError),
+    #[error("{0} depends on an interface that is not applied")]
+    NoInterface(Key),
+}
+
+/// A pod's interface: where it lives and how it is addressed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodAttachment {
+    pub container_id: String,
+    pub ifname: String,
+    pub netns: PathBuf,
+    pub ip: Ipv4Addr,
+    pub gateway: Ipv4Addr,
+    pub mtu: u16,
+}
+
+impl PodAttachment {
+    /// The dataplane's MAC on the pod's port (the pod's gateway MAC), derived from the
+    /// pod's IP so that a re-created port keeps the MAC in the pod's neighbour table.
+    pub fn gateway_mac(&self) -> MacAddr {
+        MacAddr::local(u32::from(self.ip))
+    }
+
+    /// The dataplane's name for the port.
+    pub fn port_name(&self) -> String {
+        let short: String = self.container_id.chars().take(8).collect();
+        format!("pod-{short}-{}", self.ifname)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeItem {
+    /// A TAP named as the runtime asked in the pod's namespace, configured, and its
+    /// dataplane port answering as the pod's gateway.
+    PodInterface(PodAttachment),
+    /// The pod's /32 route and neighbour entry in the dataplane.
+    PodRoute { ip: Ipv4Addr, interface: Key },
+    /// A TAP from the dataplane into the node's host stack.
+    HostInterconnect {
+        name: String,
+        /// The host stack's namespace (the agent's own in production).
+        netns: PathBuf,
+        /// The interconnect subnet: the dataplane takes .1, the host .2.
+        subnet: Ipv4Net,
+        /// Prefixes the host reaches through the dataplane.
+        host_routes: Vec<Ipv4Net>,
+        mtu: u16,
+    },
+    /// The node's uplink, taken with AF_PACKET, with the node's address on it.
+    Uplink {
+        interface: String,
+        address: Ipv4Net,
+        mtu: u16,
+    },
+}
+
+impl Item for NodeItem {
+    fn dependencies(&self) -> Vec<Key> {
+        match self {
+            NodeItem::PodRoute { interface, .. } => vec![interface.clone()],
+            _ => Vec::new(),
+        }
+    }
+}
+
+pub fn pod_interface_key(container_id: &str, ifname: &str) -> Key {
+    format!("pod/{container_id}/{ifname}/interface")
+}
+
+pub fn pod_route_key(container_id: &str, ifname: &str) -> Key {
+    format!("pod/{container_id}/{ifname}/route")
+}
+
+pub const HOST_INTERCONNECT_KEY: &str = "node/host-interconnect";
+pub const UPLINK_KEY: &str = "node/uplink";
+
+/// What an applied interface item holds in the dataplane.
+#[derive(Clone, Copy, Debug)]
+pub struct PortInfo {
+    pub port: u16,
+    /// The MAC of the device on the far side (the pod's own MAC).
+    pub peer_mac: MacAddr,
+}
+
+pub struct NodeApplier {
+    worker: DataplaneWorker,
+    tables: TableHandle,
+    ports: BTreeMap<Key, PortInfo>,
+}
+
+impl NodeApplier {
+    pub fn new(worker: DataplaneWorker, tables: TableHandle) -> Self {
+        NodeApplier {
+            worker,
+            tables,
+            ports: BTreeMap::new(),
+        }
+    }
+
+    pub fn port(&self, key: &str) -> Option<PortInfo> {
+        self.ports.get(key).copied()
+    }
+
+    pub fn worker(&self) -> &DataplaneWorker {
+        &self.worker
+    }
+
+    pub fn tables(&self) -> &TableHandle {
+        &self.tables
+    }
+
+    fn create_pod_interface(&mut self, key: &str, p: &PodAttachment) -> Result<(), WiringError> {
+        let dp_mac = p.gateway_mac();
+        let (name, mtu) = (p.ifname.clone(), p.mtu);
+        // Created inside the pod's namespace, so it is born there with its final name; an
+        // existing persistent TAP of that name (left by an agent that crashed) is
+        // attached to instead, addresses and routes intact.
+        let (tap, pod_mac) = in_netns(&p.netns, move || {
+            let tap = TapPort::create(&name, dp_mac, mtu)?;
+            tap.set_persistent(true)?;
+            let mac = tap.device_mac()?;
+            Ok::<_, contiv_hw::TapError>((tap, mac))
+        })??;
+        let configured = configure_pod_interface(
+            &p.netns,
+            &PodInterface {
+                name: p.ifname.clone(),
+                address: p.ip,
+                gateway: p.gateway,
+                gateway_mac: Some(dp_mac),
+                mtu: p.mtu,
+            },
+        );
+        if let Err(e) = configured {
+            drop(tap);
+            let _ = delete_interface(&p.netns, &p.ifname);
+            return Err(e.into());
+        }
+        let port = match self.worker.add_port(Box::new(tap)) {
+            Ok(port) => port,
+            Err(e) => {
+                let _ = delete_interface(&p.netns, &p.ifname);
+                return Err(e.into());
+            }
+        };
+        let iface = Interface {
+            mtu: p.mtu,
+            ..Interface::new(port, &p.port_name(), dp_mac)
+        }
+        .with_address(Ipv4Net::new(p.gateway, 32));
+        if let Err(e) = self.tables.commit(&[TableChange::SetInterface(iface)]) {
+            let _ = self.worker.remove_port(port);
+            let _ = delete_interface(&p.netns, &p.ifname);
+            return Err(e.into());
+        }
+        self.ports.insert(
+            key.to_string(),
+            PortInfo {
+                port,
+                peer_mac: pod_mac,
+            },
+        );
+        Ok(())
+    }
+
+    /// Takes the interface's port out of the tables and the engine.
+    fn release_port(&mut self, key: &str) -> Result<(), WiringError> {
+        if let Some(info) = self.ports.get(key).copied() {
+            let has_interface = self.tables.snapshot().interface(info.port).is_some();
+            if has_interface {
+                self.tables
+                    .commit(&[TableChange::RemoveInterface { port: info.port }])?;
+            }
+            self.worker.remove_port(info.port)?;
+            self.ports.remove(key);
+        }
+        Ok(())
+    }
+
+    fn delete_pod_interface(&mut self, key: &str, p: &PodAttachment) -> Result<(), WiringError> {
+        self.release_port(key)?;
+        // A namespace that is gone took the interface with it.
+        if p.netns.exists() {
+            match delete_interface(&p.netns, &p.ifname) {
+                Ok(_) | Err(NetnsError::Open { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    fn create_route(&mut self, ip: Ipv4Addr, interface: &str) -> Result<(), WiringError> {
+        let info = self
+            .port(interface)
+            .ok_or_else(|| WiringError::NoInterface(interface.to_string()))?;
+        self.tables.commit(&[
+            TableChange::AddRoute {
+                vrf: 0,
+                prefix: Ipv4Net::new(ip, 32),
+                target: Adjacency::Via {
+                    port: info.port,
+                    next_hop: ip,
+                },
+            },
+            TableChange::SetNeighbour {
+                port: info.port,
+                ip,
+                mac: info.peer_mac,
+            },
+        ])?;
+        Ok(())
+    }
+
+    fn delete_route(&mut self, ip: Ipv4Addr, interface: &str) -> Result<(), WiringError> {
+        let tables = self.tables.snapshot();
+        let mut changes = Vec::new();
+        if tables.fib(0).and_then(|f| f.get(ip, 32)).is_some() {
+            changes.push(TableChange::DelRoute {
+                vrf: 0,
+                prefix: Ipv4Net::new(ip, 32),
+            });
+        }
+        if let Some(info) = self.port(interface) {
+            if tables.neighbours.contains_key(&(info.port, u32::from(ip))) {
+                changes.push(TableChange::DelNeighbour {
+                    port: info.port,
+                    ip,
+                });
+            }
+        }
+        self.tables.commit(&changes)?;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn create_host_interconnect(
+        &mut self,
+        key: &str,
+        name: &str,
+        netns: &Path,
+        subnet: Ipv4Net,
+        host_routes: &[Ipv4Net],
+        mtu: u16,
+    ) -> Result<(), WiringError> {
+        let base = u32::from(subnet.network());
+        let (dp_ip, host_ip) = (Ipv4Addr::from(base | 1), Ipv4Addr::from(base | 2));
+        let dp_mac = MacAddr::local(u32::from(dp_ip));
+        let n = name.to_string();
+        let (tap, host_mac) = in_netns(netns, move || {
+            let tap = TapPort::create(&n, dp_mac, mtu)?;
+            tap.set_persistent(true)?;
+            let mac = tap.device_mac()?;
+            Ok::<_, contiv_hw::TapError>((tap, mac))
+        })??;
+        configure_host_interconnect(
+            netns,
+            &HostInterconnect {
+                name: name.into(),
+                address: host_ip,
+                prefix_len: subnet.len,
+                dataplane: dp_ip,
+                routes: host_routes.iter().map(|n| (n.network(), n.len)).collect(),
+                mtu,
+            },
+        )?;
+        let port = self.worker.add_port(Box::new(tap))?;
+        let iface = Interface {
+            mtu,
+            ..Interface::new(port, name, dp_mac)
+        }
+        .with_address(Ipv4Net::new(dp_ip, subnet.len));
+        self.tables.commit(&[
+            TableChange::SetInterface(iface),
+            TableChange::SetNeighbour {
+                port,
+                ip: host_ip,
+                mac: host_mac,
+            },
+        ])?;
+        self.ports.insert(
+            key.to_string(),
+            PortInfo {
+                port,
+                peer_mac: host_mac,
+            },
+        );
+        Ok(())
+    }
+
+    fn create_uplink(
+        &mut self,
+        key: &str,
+        interface: &str,
+        address: Ipv4Net,
+        mtu: u16,
+    ) -> Result<(), WiringError> {
+        let mac = interface_mac(interface)?;
+        let port = AfPacketPort::open(interface, mac, mtu, AfPacketConfig::default())?;
+        let port = self.worker.add_port(Box::new(port))?;
+        let iface = Interface {
+            mtu,
+            ..Interface::new(port, interface, mac)
+        }
+        .with_address(address);
+        self.tables.commit(&[TableChange::SetInterface(iface)])?;
+        self.ports.insert(
+            key.to_string(),
+            PortInfo {
+                port,
+                peer_mac: mac,
+            },
+        );
+        Ok(())
+    }
+
+    /// Whether an applied item is still there (the periodic resync asks, and forgets
+    /// what is gone so the next round re-creates it).
+    pub fn still_there(&self, key: &str, item: &NodeItem) -> bool {
+        match item {
+            NodeItem::PodInterface(p) => {
+                self.ports.contains_key(key)
+                    && matches!(inspect_interface(&p.netns, &p.ifname), Ok(Some(_)))
+            }
+            NodeItem::PodRoute { ip, .. } => self
+                .tables
+                .snapshot()
+                .fib(0)
+                .and_then(|f| f.get(*ip, 32))
+                .is_some(),
+            NodeItem::HostInterconnect { .. } | NodeItem::Uplink { .. } => {
+                self.ports.contains_key(key)
+            }
+        }
+    }
+}
+
+/// The agent's own namespace, the node's host stack (`/proc/self` names the process's
+/// main thread, which never changes namespace).
+pub const OWN_NETNS: &str = "/proc/self/ns/net";
+
+/// The MAC of an interface in the current namespace (from sysfs).
+fn interface_mac(name: &str) -> Result<MacAddr, WiringError> {
+    let text = std::fs::read_to_string(format!("/sys/class/net/{name}/address"))
+        .map_err(|_| WiringError::Netns(NetnsError::NoSuchInterface(name.into())))?;
+    let mut mac = [0u8; 6];
+    let parts: Vec<&str> = text.trim().split(':').collect();
+    if parts.len() != 6 {
+        return Err(WiringError::Netns(NetnsError::NoSuchInterface(name.into())));
+    }
+    for (m, p) in mac.iter_mut().zip(parts) {
+        *m = u8::from_str_radix(p, 16)
+            .map_err(|_| WiringError::Netns(NetnsError::NoSuchInterface(name.into())))?;
+    }
+    Ok(MacAddr(mac))
+}
+
+impl Applier<NodeItem> for NodeApplier {
+    type Error = WiringError;
+
+    fn create(&mut self, key: &str, item: &NodeItem) -> Result<(), WiringError> {
+        match item {
+            NodeItem::PodInterface(p) => self.create_pod_interface(key, p),
+            NodeItem::PodRoute { ip, interface } => self.create_route(*ip, interface),
+            NodeItem::HostInterconnect {
+                name,
+                netns,
+                subnet,
+                host_routes,
+                mtu,
+            } => self.create_host_interconnect(key, name, netns, *subnet, host_routes, *mtu),
+            NodeItem::Uplink {
+                interface,
+                address,
+                mtu,
+            } => self.create_uplink(key, interface, *address, *mtu),
+        }
+    }
+
+    fn delete(&mut self, key: &str, item: &NodeItem) -> Result<(), WiringError> {
+        match item {
+            NodeItem::PodInterface(p) => self.delete_pod_interface(key, p),
+            NodeItem::PodRoute { ip, interface } => self.delete_route(*ip, interface),
+            NodeItem::HostInterconnect { name, netns, .. } => {
+                self.release_port(key)?;
+                delete_interface(netns, name)?;
+                Ok(())
+            }
+            NodeItem::Uplink { .. } => self.release_port(key),
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! The dataplane worker of a node: one thread that owns the engine and polls its ports,
+//! and the handle through which the agent adds and removes ports while it runs.
+//!
+//! Port changes are messages to the worker, applied between two polls; the worker checks
+//! one atomic flag per poll for them and never takes a lock in the packet path. Table
+//! changes do not go through here: they are committed to the shared [`TableHandle`].
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use contiv_dataplane::Engine;
+use contiv_hw::{Port, Timestamp};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("the dataplane worker has stopped")]
+    Stopped,
+    #[error("the dataplane worker did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("engine: {0}")]
+    Engine(String),
+}
+
+/// A view of the running engine, for the dump and metrics.
+#[derive(Clone, Debug, Default)]
+pub struct EngineView {
+    pub ports: Vec<(u16, String)>,
+    pub interfaces: String,
+    pub errors: String,
+    pub packets_received: u64,
+    pub packets_transmitted: u64,
+    pub drops: u64,
+}
+
+enum Command {
+    AddPort(Box<dyn Port>, mpsc::SyncSender<Result<u16, String>>),
+    RemovePort(u16, mpsc::SyncSender<bool>),
+    View(mpsc::SyncSender<EngineView>),
+}
+
+/// The agent's handle on the worker thread. Dropping it stops the worker.
+pub struct DataplaneWorker {
+    commands: mpsc::Sender<Command>,
+    pending: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+const ANSWER_WITHIN: Duration = Duration::from_secs(5);
+
+impl DataplaneWorker {
+    pub fn start(mut engine: Engine) -> DataplaneWorker {
+        let (tx, rx) = mpsc::channel::<Command>();
+        let pending = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (p, s) = (pending.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("dataplane".into())
+            .spawn(move || {
+                let start = Instant::now();
+                while !s.load(Ordering::Relaxed) {
+                    if p.swap(false, Ordering::Acquire) {
+                        while let Ok(cmd) = rx.try_recv() {
+                            apply(&mut engine, cmd);
+                        }
+                    }
+                    if engine.poll(Timestamp(start.elapsed().as_nanos() as u64)) == 0 {
+                        // TAP and AF_PACKET ports are kernel-bound: give the core back
+                        // when idle (a DPDK worker would own its core instead).
+                        std::thread::sleep(Duration::from_micros(50));
+                    }
+                }
+            })
+            .ok();
+        DataplaneWorker {
+            commands: tx,
+            pending,
+            stop,
+            thread,
+        }
+    }
+
+    fn send(&self, cmd: Command) -> Result<(), WorkerError> {
+        self.commands.send(cmd).map_err(|_| WorkerError::Stopped)?;
+        self.pending.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    fn wait<T>(rx: mpsc::Receiver<T>) -> Result<T, WorkerError> {
+        rx.recv_timeout(ANSWER_WITHIN).map_err(|e| match e {
+            mpsc::RecvTimeoutError::Timeout => WorkerError::Timeout(ANSWER_WITHIN),
+            mpsc::RecvTimeoutError::Disconnected => WorkerError::Stopped,
+        })
+    }
+
+    /// Adds a port to the engine; returns its index.
+    pub fn add_port(&self, port: Box<dyn Port>) -> Result<u16, WorkerError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.send(Command::AddPort(port, tx))?;
+        Self::wait(rx)?.map_err(WorkerError::Engine)
+    }
+
+    /// Removes (and closes) a port; `false` when there was none at that index.
+    pub fn remove_port(&self, port: u16) -> Result<bool, WorkerError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.send(Command::RemovePort(port, tx))?;
+        Self::wait(rx)
+    }
+
+    pub fn view(&self) -> Result<EngineView, WorkerError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.send(Command::View(tx))?;
+        Self::wait(rx)
+    }
+}
+
+fn apply(engine: &mut Engine, cmd: Command) {
+    match cmd {
+        Command::AddPort(port, reply) => {
+            let _ = reply.send(engine.add_port(port).map_err(|e| e.to_string()));
+        }
+        Command::RemovePort(port, reply) => {
+            let _ = reply.send(engine.remove_port(port).is_some());
+        }
+        Command::View(reply) => {
+            let ports = (0..contiv_dataplane::MAX_PORTS)
+                .filter_map(|i| engine.port(i).map(|p| (i, p.name().to_string())))
+                .collect();
+            let _ = reply.send(EngineView {
+                ports,
+                interfaces: engine.show_interfaces(),
+                errors: engine.show_errors(),
+                packets_received: engine.packets_received(),
+                packets_transmitted: engine.packets_transmitted(),
+                drops: engine.counters().total_drops(),
+            });
+        }
+    }
+}
+
+impl Drop for DataplaneWorker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
