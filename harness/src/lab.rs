@@ -4,7 +4,6 @@
 //! rtnetlink; all of it is removed when dropped.
 
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -41,50 +40,7 @@ pub enum LabError {
 }
 
 /// A network namespace, deleted when dropped.
-pub struct Netns {
-    pub name: String,
-}
-
-impl Netns {
-    pub fn create(name: &str) -> Result<Netns, LabError> {
-        let out = Command::new("ip")
-            .args(["netns", "add", name])
-            .output()
-            .map_err(|e| LabError::Ip {
-                action: "add",
-                name: name.into(),
-                reason: e.to_string(),
-            })?;
-        if !out.status.success() {
-            return Err(LabError::Ip {
-                action: "add",
-                name: name.into(),
-                reason: String::from_utf8_lossy(&out.stderr).trim().into(),
-            });
-        }
-        Ok(Netns { name: name.into() })
-    }
-
-    pub fn path(&self) -> PathBuf {
-        PathBuf::from(format!("/var/run/netns/{}", self.name))
-    }
-
-    /// Runs a command inside the namespace.
-    pub fn exec(&self, args: &[&str]) -> std::io::Result<std::process::Output> {
-        Command::new("ip")
-            .args(["netns", "exec", &self.name])
-            .args(args)
-            .output()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "delete", &self.name])
-            .output();
-    }
-}
+pub use contiv_hw::netns::NamedNetns as Netns;
 
 /// A pod wired to the engine.
 pub struct Pod {

@@ -33,6 +33,8 @@ pub enum NetnsError {
     NoSuchInterface(String),
     #[error("the namespace worker thread failed: {0}")]
     Thread(String),
+    #[error("{0}")]
+    Command(String),
 }
 
 /// Runs `f` on a new thread inside the network namespace at `path` (e.g.
@@ -368,4 +370,45 @@ pub fn delete_interface(ns: &Path, name: &str) -> Result<bool, NetnsError> {
             }
         })
     })?
+}
+
+/// A named network namespace made with iproute2 (`ip netns add`), deleted when dropped.
+pub struct NamedNetns {
+    pub name: String,
+}
+
+impl NamedNetns {
+    pub fn create(name: &str) -> Result<NamedNetns, NetnsError> {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "add", name])
+            .output()
+            .map_err(|e| NetnsError::Command(format!("ip netns add {name}: {e}")))?;
+        if !out.status.success() {
+            return Err(NetnsError::Command(format!(
+                "ip netns add {name}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(NamedNetns { name: name.into() })
+    }
+
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from(format!("/var/run/netns/{}", self.name))
+    }
+
+    /// Runs a command inside the namespace.
+    pub fn exec(&self, args: &[&str]) -> std::io::Result<std::process::Output> {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(args)
+            .output()
+    }
+}
+
+impl Drop for NamedNetns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "delete", &self.name])
+            .output();
+    }
 }

@@ -96,6 +96,12 @@ impl EtcdServer {
         &self.dir
     }
 
+    /// The server's process ID while it runs (to kill it from where only a shared
+    /// reference reaches).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// `kill -9`: the server stops at once, as in a crash.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -60,17 +60,26 @@ impl DataplaneWorker {
             .name("dataplane".into())
             .spawn(move || {
                 let start = Instant::now();
+                let mut idle_polls = 0u32;
                 while !s.load(Ordering::Relaxed) {
                     if p.swap(false, Ordering::Acquire) {
                         while let Ok(cmd) = rx.try_recv() {
                             apply(&mut engine, cmd);
                         }
                     }
-                    if engine.poll(Timestamp(start.elapsed().as_nanos() as u64)) == 0 {
-                        // TAP and AF_PACKET ports are kernel-bound: give the core back
-                        // when idle (a DPDK worker would own its core instead).
-                        std::thread::sleep(Duration::from_micros(50));
+                    if engine.poll(Timestamp(start.elapsed().as_nanos() as u64)) > 0 {
+                        idle_polls = 0;
+                        continue;
                     }
+                    // TAP and AF_PACKET ports are kernel-bound: give the core back when
+                    // idle, longer once idle for a while (a DPDK worker would own its
+                    // core instead).
+                    idle_polls = idle_polls.saturating_add(1);
+                    std::thread::sleep(if idle_polls < 200 {
+                        Duration::from_micros(50)
+                    } else {
+                        Duration::from_micros(500)
+                    });
                 }
             })
             .ok();
