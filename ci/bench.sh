@@ -35,3 +35,11 @@ if [ "$(id -u)" -eq 0 ] && command -v iperf3 >/dev/null 2>&1; then
 else
   echo "pods benchmark skipped: needs root and iperf3 (apt-get install iperf3)"
 fi
+
+echo
+if [ "$(id -u)" -eq 0 ] && command -v etcd >/dev/null 2>&1; then
+  echo "CNI: ADD latency (exec of contiv-cni to its exit) and rate, real agent and etcd"
+  cargo test --release -q -p contiv-vswitch --features etcd --test cni_bench -- --ignored --nocapture 2>&1 | grep '^cni-bench'
+else
+  echo "CNI benchmark skipped: needs root and etcd-server"
+fi

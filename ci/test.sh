@@ -22,6 +22,8 @@ missing=()
 for cmd in "${!packages[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${packages[$cmd]}")
 done
+# Debian's CNI reference plugins, chained after contiv-cni in its tests (not on PATH).
+[ -x /usr/lib/cni/tuning ] || missing+=(containernetworking-plugins)
 if [ ${#missing[@]} -gt 0 ]; then
   step "installing ${missing[*]}"
   if [ "$(id -u)" -ne 0 ]; then

@@ -1,3 +1,4 @@
 //! The library behind `contiv-harness`: what its commands build, shared with its tests.
 
+pub mod agent_dump;
 pub mod lab;

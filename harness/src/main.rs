@@ -54,6 +54,16 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:6443")]
         listen: std::net::SocketAddr,
     },
+    /// A contiv-vswitch agent's desired state against what it has applied, its
+    /// dataplane ports, routes and IP allocations.
+    Dump {
+        /// The agent's HTTP address (its `httpListen`).
+        #[arg(long, default_value = "http://127.0.0.1:9999")]
+        agent: String,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -303,6 +313,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Netns(NetnsCommand::Pods { count, prefix }) => netns_pods(count, &prefix),
         Command::Netns(NetnsCommand::BenchPods { seconds }) => netns_bench_pods(seconds),
+        Command::Dump { agent, json } => {
+            let d = contiv_harness::agent_dump::fetch_dump(&agent)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&d)?);
+            } else {
+                print!("{}", contiv_harness::agent_dump::render_dump(&d));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Apiserver { listen } => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

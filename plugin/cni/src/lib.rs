@@ -8,6 +8,7 @@
 //! format of the configuration's `cniVersion`.
 
 pub mod client;
+pub mod install;
 pub mod plugin;
 pub mod spec;
 

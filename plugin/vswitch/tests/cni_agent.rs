@@ -190,7 +190,7 @@ fn two_pods_reach_each_other_and_the_host_and_leave_nothing() {
 /// Runs one plugin of a chain as libcni does: the network's name and version injected,
 /// the previous result as prevResult.
 fn run_chain(
-    node: &Node,
+    bin_dir: &std::path::Path,
     command: &str,
     plugins: &[Value],
     netns: &str,
@@ -241,7 +241,6 @@ fn run_chain(
             prev = Some(out.json());
         }
     }
-    let _ = node;
     prev
 }
 
@@ -260,14 +259,32 @@ fn debians_reference_plugins_chain_after_ours() {
     }
     let node = Node::start("chain");
     let p = node.pod_netns(1);
-    let plugins = [
-        json!({"type": "contiv-cni", "grpcServer": node.socket.display().to_string()}),
+    // The install step the DaemonSet runs: our binary and conflist into the runtime's
+    // directories.
+    let (bin_dir, conf_dir) = (node.dir.join("bin"), node.dir.join("net.d"));
+    let install = std::process::Command::new(CNI)
+        .arg("install")
+        .arg("--bin-dir")
+        .arg(&bin_dir)
+        .arg("--conf-dir")
+        .arg(&conf_dir)
+        .arg("--socket")
+        .arg(&node.socket)
+        .output()
+        .unwrap();
+    assert!(install.status.success(), "{install:?}");
+    let list: Value =
+        serde_json::from_slice(&std::fs::read(conf_dir.join("10-contiv.conflist")).unwrap())
+            .unwrap();
+    let mut plugins = list["plugins"].as_array().unwrap().clone();
+    assert_eq!(plugins[0]["type"], "contiv-cni", "ours first");
+    // And tuning, to see a chained plugin act inside the pod.
+    plugins.insert(
+        1,
         json!({"type": "tuning", "sysctl": {"net.ipv4.conf.eth0.accept_local": "1"}}),
-        json!({"type": "portmap", "capabilities": {"portMappings": true}, "snat": true}),
-        json!({"type": "bandwidth", "capabilities": {"bandwidth": true}}),
-    ];
+    );
     let netns = p.path().display().to_string();
-    let result = run_chain(&node, "ADD", &plugins, &netns, None).expect("a result");
+    let result = run_chain(&bin_dir, "ADD", &plugins, &netns, None).expect("a result");
     assert_eq!(result["cniVersion"], "1.0.0");
     assert_eq!(result["ips"][0]["address"], "10.1.1.2/32", "{result}");
     let sysctl = p
@@ -279,7 +296,7 @@ fn debians_reference_plugins_chain_after_ours() {
         "tuning set the sysctl in the pod"
     );
     assert!(ping(&p, "172.30.1.2"), "the chained pod has connectivity");
-    run_chain(&node, "DEL", &plugins, &netns, Some(result));
+    run_chain(&bin_dir, "DEL", &plugins, &netns, Some(result));
     assert!(!has_link(&p, "eth0"));
     node.assert_no_pod_state();
 }
