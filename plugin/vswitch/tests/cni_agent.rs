@@ -211,16 +211,11 @@ fn run_chain(
         }
         let ty = conf["type"].as_str().unwrap().to_string();
         let bin = if ty == "contiv-cni" {
-            CNI.to_string()
+            bin_dir.join("contiv-cni").display().to_string()
         } else {
             format!("/usr/lib/cni/{ty}")
         };
-        let cni_dir = std::path::Path::new(CNI)
-            .parent()
-            .unwrap()
-            .display()
-            .to_string();
-        let path = format!("{cni_dir}:/usr/lib/cni");
+        let path = format!("{}:/usr/lib/cni", bin_dir.display());
         let out = exec_plugin(
             &bin,
             &[
