@@ -85,6 +85,20 @@ async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         }
     };
     let agent = Agent::start(setup, applier, metrics).await;
+    // Frees the IDs of nodes whose Node object KSR removes from the store.
+    let (ids_store, prefix, me) = (
+        store.clone(),
+        cfg.store.prefix.clone(),
+        cfg.node_name.clone(),
+    );
+    tokio::spawn(async move {
+        let ids = contiv_vswitch::NodeIdAllocator::new(ids_store, &prefix, u32::MAX);
+        loop {
+            let e = ids.follow_departures(&me, None).await;
+            tracing::warn!(error = %e, "following node departures failed; again in 2 s");
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    });
     let cni = bind_cni_socket(&socket)?;
     eprintln!(
         "contiv-vswitch: node {} (ID {}), CNI on {}",

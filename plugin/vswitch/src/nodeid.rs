@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use contiv_store::{Compare, Store, StoreError, Txn, TxnOp};
+use contiv_store::{Compare, EventKind, Store, StoreError, Txn, TxnOp};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +29,8 @@ struct Owner {
 pub struct NodeIdAllocator<S> {
     store: S,
     prefix: String,
+    /// Where KSR reflects Node objects (`<prefix>k8s/node/`).
+    nodes_prefix: String,
     max_id: u32,
 }
 
@@ -39,6 +41,7 @@ impl<S: Store> NodeIdAllocator<S> {
         NodeIdAllocator {
             store,
             prefix: format!("{prefix}node-id/"),
+            nodes_prefix: format!("{prefix}k8s/node/"),
             max_id,
         }
     }
@@ -149,5 +152,46 @@ impl<S: Store> NodeIdAllocator<S> {
             }
         }
         Ok(freed)
+    }
+
+    /// Follows KSR's Node objects and frees the ID of every node whose object is
+    /// deleted, until the store fails; returns the error (the caller retries).
+    ///
+    /// Only deletions are acted on, never absence: a node that has just joined may not be
+    /// reflected yet, and freeing its ID would hand it to another node.
+    ///
+    /// Deletions after revision `after` are followed (`None`: after the current one).
+    pub async fn follow_departures(&self, own: &str, after: Option<i64>) -> StoreError {
+        let revision = match after {
+            Some(r) => r,
+            None => match self.store.list(&self.nodes_prefix).await {
+                Ok((_, r)) => r,
+                Err(e) => return e,
+            },
+        };
+        let mut watch = match self.store.watch(&self.nodes_prefix, revision + 1).await {
+            Ok(w) => w,
+            Err(e) => return e,
+        };
+        loop {
+            let event = match watch.next().await {
+                Some(Ok(ev)) => ev,
+                Some(Err(e)) => return e,
+                None => return StoreError::Unavailable("the node watch ended".into()),
+            };
+            if event.kind != EventKind::Delete {
+                continue;
+            }
+            let name = &event.key[self.nodes_prefix.len()..];
+            if name == own {
+                continue;
+            }
+            match self.release(name).await {
+                Ok(Some(id)) => tracing::info!(node = name, id, "node left the cluster: ID freed"),
+                Ok(None) => {}
+                Err(NodeIdError::Store(e)) => return e,
+                Err(e) => tracing::warn!(node = name, error = %e, "cannot free the node's ID"),
+            }
+        }
     }
 }

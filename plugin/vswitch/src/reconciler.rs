@@ -245,11 +245,22 @@ impl<I: Item> Reconciler<I> {
             })
             .collect();
         ups.sort_by_key(|(k, _)| depth.get(*k).copied().unwrap_or(0));
-        deletes
-            .into_iter()
-            .map(|k| Op::Delete(k.clone()))
-            .chain(ups.into_iter().map(|(_, op)| op))
-            .collect()
+        // Only what can run: every dependency applied and staying, or created earlier in
+        // this plan (a dependency in backoff keeps its dependents out).
+        let mut present: BTreeSet<&Key> = self
+            .applied
+            .keys()
+            .filter(|k| !deletes.contains(k))
+            .collect();
+        let mut plan: Vec<Op> = deletes.iter().map(|k| Op::Delete((*k).clone())).collect();
+        for (k, op) in ups {
+            let deps = self.desired[k].dependencies();
+            if deps.iter().all(|d| present.contains(d)) {
+                present.insert(k);
+                plan.push(op);
+            }
+        }
+        plan
     }
 
     /// Plans and executes one round.

@@ -235,3 +235,57 @@ mod etcd_fixture {
 
 #[cfg(feature = "etcd")]
 suite!(etcd, etcd_fixture::Etcd::start());
+
+#[tokio::test]
+async fn a_node_object_deleted_frees_its_id() {
+    let store = contiv_store::MemoryStore::new();
+    let ids = NodeIdAllocator::new(store.clone(), "/contiv/", 255);
+    assert_eq!(ids.allocate("me").await.unwrap(), 1);
+    assert_eq!(ids.allocate("b").await.unwrap(), 2);
+    assert_eq!(ids.allocate("c").await.unwrap(), 3);
+    let mut after = 0;
+    for n in ["me", "b", "c"] {
+        after = store
+            .put(&format!("/contiv/k8s/node/{n}"), b"{}".to_vec())
+            .await
+            .unwrap();
+    }
+    let follower = NodeIdAllocator::new(store.clone(), "/contiv/", 255);
+    // From the revision of the last put: the deletions below are seen however late the
+    // follower's watch starts.
+    let task = tokio::spawn(async move { follower.follow_departures("me", Some(after)).await });
+    store.delete("/contiv/k8s/node/b").await.unwrap();
+    let mut left = Vec::new();
+    for _ in 0..500 {
+        left = ids
+            .list()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(i, n, _)| (i, n))
+            .collect();
+        if left.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(left, [(1, "me".to_string()), (3, "c".to_string())]);
+    // Its own object going away never frees its own ID (a re-registering node).
+    store.delete("/contiv/k8s/node/me").await.unwrap();
+    store.delete("/contiv/k8s/node/c").await.unwrap();
+    for _ in 0..500 {
+        if ids.list().await.unwrap().len() == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let left: Vec<String> = ids
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, n, _)| n)
+        .collect();
+    assert_eq!(left, ["me"]);
+    task.abort();
+}
