@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
-cargo bench -p contiv-benches --bench io_forward --bench ip4_forward --bench fib_lookup -- "$@" | tee "$out"
+cargo bench -p contiv-benches --bench io_forward --bench ip4_forward --bench fib_lookup --bench vxlan -- "$@" | tee "$out"
 
 # criterion prints "thrpt:  [low mid high]"; take the middle estimate of each benchmark.
 rate() {
@@ -23,6 +23,10 @@ echo "summary (Mpps per core, 64-byte packets)"
 printf '  io bound (virtual ports, no processing)  %8.2f\n' "$io"
 printf '  ip4_forward, 1 route                     %8.2f  (%.0f%% of io bound)\n' "$one" "$(echo "$one / $io * 100" | bc -l)"
 printf '  ip4_forward, 1M routes                   %8.2f  (%.0f%% of io bound)\n' "$million" "$(echo "$million / $io * 100" | bc -l)"
+encap=$(rate "vxlan/encap_64B")
+decap=$(rate "vxlan/decap_64B")
+printf '  vxlan-encap (inner 64B, routed twice)    %8.2f  (%.0f%% of io bound)\n' "$encap" "$(echo "$encap / $io * 100" | bc -l)"
+printf '  vxlan-decap (inner 64B, routed twice)    %8.2f  (%.0f%% of io bound)\n' "$decap" "$(echo "$decap / $io * 100" | bc -l)"
 
 echo
 echo "contiv-ksr: reflection into a real etcd (needs etcd-server and protoc)"

@@ -70,13 +70,13 @@ pub struct Rig {
     pub pool: BufferPool,
     pub gen: VirtualPort,
     pub sink: VirtualPort,
-    frames: Vec<[u8; 60]>,
+    frames: Vec<Vec<u8>>,
     next_frame: usize,
     batch: PacketVec,
 }
 
 impl Rig {
-    fn new(frames: Vec<[u8; 60]>) -> (Rig, VirtualPort, VirtualPort) {
+    fn new(frames: Vec<Vec<u8>>) -> (Rig, VirtualPort, VirtualPort) {
         let pool = BufferPool::new("bench", 8 * VECTOR_SIZE);
         let cfg = WireConfig {
             capacity: 2 * VECTOR_SIZE,
@@ -143,7 +143,7 @@ pub struct IoForward {
 
 impl IoForward {
     pub fn new() -> Self {
-        let (rig, dut_in, dut_out) = Rig::new(vec![frame64(SINK_IP)]);
+        let (rig, dut_in, dut_out) = Rig::new(vec![frame64(SINK_IP).to_vec()]);
         let pool = rig.pool.handle();
         IoForward {
             rig,
@@ -195,8 +195,8 @@ impl Ip4Forward {
     pub fn with_burst(extra_routes: usize, flows: usize, rx_burst: usize) -> Self {
         let prefixes = random_prefixes(extra_routes, 42);
         let mut rng = ChaCha8Rng::seed_from_u64(7);
-        let frames: Vec<[u8; 60]> = if prefixes.is_empty() {
-            vec![frame64(SINK_IP)]
+        let frames: Vec<Vec<u8>> = if prefixes.is_empty() {
+            vec![frame64(SINK_IP).to_vec()]
         } else {
             (0..flows)
                 .map(|_| {
@@ -205,7 +205,7 @@ impl Ip4Forward {
                     let dst = Ipv4Addr::from(
                         (u32::from(p.addr) & contiv_dataplane::fib::mask(p.len)) | host,
                     );
-                    frame64(dst)
+                    frame64(dst).to_vec()
                 })
                 .collect()
         };
@@ -242,6 +242,131 @@ impl Ip4Forward {
         }));
         tables.commit(&changes).expect("routes commit");
         Ip4Forward {
+            rig,
+            engine,
+            tables,
+            now: 0,
+        }
+    }
+
+    #[inline]
+    pub fn round(&mut self) -> usize {
+        self.rig.send();
+        self.now += 1_000;
+        while self.engine.poll(Timestamp(self.now)) > 0 {}
+        self.rig.receive()
+    }
+}
+
+/// The VXLAN overlay, one direction at a time: `encap` routes 64-byte packets from the
+/// generator into a tunnel to the sink (the other node); `decap` takes VXLAN from the
+/// generator (the other node) and routes the inner 64-byte packets to the sink.
+pub struct VxlanForward {
+    pub rig: Rig,
+    pub engine: Engine,
+    pub tables: TableHandle,
+    now: u64,
+}
+
+const REMOTE_VXLAN_MAC: MacAddr = MacAddr([2, 0xfe, 0, 0, 0, 2]);
+const OUR_VXLAN_MAC: MacAddr = MacAddr([2, 0xfe, 0, 0, 0, 1]);
+
+impl VxlanForward {
+    pub fn encap(flows: u16) -> Self {
+        let frames = (0..flows.max(1))
+            .map(|i| {
+                let mut f = frame64(Ipv4Addr::new(10, 1, 2, 5)).to_vec();
+                // Vary the source port: the flows hash to different outer ports.
+                f[34..36].copy_from_slice(&(4000 + i).to_be_bytes());
+                f
+            })
+            .collect();
+        Self::build(frames, Ipv4Addr::new(10, 0, 2, 1), SINK_IP)
+    }
+
+    pub fn decap() -> Self {
+        let inner = frame64(Ipv4Addr::new(10, 1, 1, 5));
+        let mut f = Vec::with_capacity(110);
+        f.extend_from_slice(&IN_MAC.0);
+        f.extend_from_slice(&GEN_MAC.0);
+        f.extend_from_slice(&0x0800u16.to_be_bytes());
+        let udp_len = 8 + 8 + inner.len();
+        let mut ip = [
+            0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 1, 2, 10, 0, 1, 1,
+        ];
+        ip[2..4].copy_from_slice(&((20 + udp_len) as u16).to_be_bytes());
+        let c = contiv_dataplane::headers::internet_checksum(&ip);
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+        f.extend_from_slice(&ip);
+        f.extend_from_slice(&50_000u16.to_be_bytes());
+        f.extend_from_slice(&4789u16.to_be_bytes());
+        f.extend_from_slice(&(udp_len as u16).to_be_bytes());
+        f.extend_from_slice(&[0, 0]); // no UDP checksum
+                                      // VXLAN: the I flag, reserved bytes, VNI 10 in the top 24 bits of the second word.
+        f.extend_from_slice(&[0x08, 0, 0, 0, 0, 0, 10, 0]);
+        let mut inner = inner.to_vec();
+        inner[0..6].copy_from_slice(&OUR_VXLAN_MAC.0);
+        inner[6..12].copy_from_slice(&REMOTE_VXLAN_MAC.0);
+        f.extend_from_slice(&inner);
+        Self::build(
+            vec![f],
+            Ipv4Addr::new(10, 0, 1, 1),
+            Ipv4Addr::new(10, 0, 1, 2),
+        )
+    }
+
+    fn build(frames: Vec<Vec<u8>>, local: Ipv4Addr, remote: Ipv4Addr) -> Self {
+        let (rig, dut_in, dut_out) = Rig::new(frames);
+        let tables = TableHandle::new();
+        let mut engine =
+            Engine::new(&tables, rig.pool.handle(), &EngineConfig::default()).expect("graph");
+        engine.add_port(Box::new(dut_in)).expect("port");
+        engine.add_port(Box::new(dut_out)).expect("port");
+        let via_sink = Adjacency::Via {
+            port: 1,
+            next_hop: SINK_IP,
+        };
+        tables
+            .commit(&[
+                TableChange::SetInterface(
+                    Interface::new(0, "in", IN_MAC)
+                        .with_address("10.0.1.1/24".parse().expect("net")),
+                ),
+                TableChange::SetInterface(
+                    Interface::new(1, "out", OUT_MAC)
+                        .with_address("10.0.2.1/24".parse().expect("net")),
+                ),
+                TableChange::SetNeighbour {
+                    port: 1,
+                    ip: SINK_IP,
+                    mac: SINK_MAC,
+                },
+                TableChange::SetVxlan(Some(contiv_dataplane::VxlanConfig {
+                    local,
+                    vni: 10,
+                    mac: OUR_VXLAN_MAC,
+                    mtu: 1450,
+                })),
+                TableChange::SetTunnel {
+                    index: 0,
+                    tunnel: contiv_dataplane::Tunnel {
+                        remote,
+                        remote_mac: REMOTE_VXLAN_MAC,
+                    },
+                },
+                TableChange::AddRoute {
+                    vrf: 0,
+                    prefix: "10.1.2.0/24".parse().expect("net"),
+                    target: Adjacency::Tunnel { tunnel: 0 },
+                },
+                TableChange::AddRoute {
+                    vrf: 0,
+                    prefix: "10.1.1.0/24".parse().expect("net"),
+                    target: via_sink,
+                },
+            ])
+            .expect("tables");
+        VxlanForward {
             rig,
             engine,
             tables,

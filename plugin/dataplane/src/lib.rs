@@ -21,6 +21,7 @@ pub mod headers;
 pub mod nodes;
 pub mod tables;
 pub mod trace;
+pub mod vxlan;
 
 pub use counters::{Counter, Counters, InterfaceCounters};
 pub use engine::{Engine, EngineConfig, EngineError};
@@ -28,5 +29,6 @@ pub use fib::{Fib, FibError};
 pub use graph::{GraphError, GraphNode, Next, NodeCx};
 pub use nodes::IcmpErrorConfig;
 pub use tables::{
-    Adjacency, Interface, Ipv4Net, TableChange, TableError, TableHandle, Tables, MAX_PORTS,
+    Adjacency, Interface, Ipv4Net, TableChange, TableError, TableHandle, Tables, Tunnel,
+    VxlanConfig, MAX_PORTS, MAX_TUNNELS, VXLAN_PORT,
 };

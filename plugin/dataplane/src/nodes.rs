@@ -39,6 +39,8 @@ pub fn ip4_graph_nodes(icmp: IcmpErrorConfig) -> Vec<Box<dyn GraphNode>> {
         Box::new(Ip4Rewrite),
         Box::new(IcmpError::new(icmp)),
         Box::new(InterfaceOutput),
+        Box::new(crate::vxlan::VxlanEncap),
+        Box::new(crate::vxlan::VxlanDecap),
     ]
 }
 
@@ -81,7 +83,7 @@ impl IcmpErrorSpec {
         }
     }
 
-    fn encode(self) -> u32 {
+    pub(crate) fn encode(self) -> u32 {
         (u32::from(self.icmp_type) << 24) | (u32::from(self.code) << 16) | u32::from(self.mtu)
     }
 
@@ -394,7 +396,12 @@ impl GraphNode for Ip4Lookup {
         IP4_LOOKUP
     }
     fn next_nodes(&self) -> &'static [&'static str] {
-        &[IP4_LOCAL, IP4_REWRITE, ICMP_ERROR]
+        &[
+            IP4_LOCAL,
+            IP4_REWRITE,
+            ICMP_ERROR,
+            crate::vxlan::VXLAN_ENCAP,
+        ]
     }
     fn process(&mut self, cx: &mut NodeCx<'_>, input: &mut PacketVec, next: &mut Next<'_>) {
         let tables = cx.tables;
@@ -455,6 +462,7 @@ impl GraphNode for Ip4Lookup {
                 Adjacency::Local => 0,
                 Adjacency::Drop => drop_verdict(Counter::Ip4NullRoute),
                 Adjacency::Connected { .. } | Adjacency::Via { .. } => 1,
+                Adjacency::Tunnel { .. } => 3,
             };
         }
         next.dispatch(cx, input);
@@ -471,9 +479,10 @@ impl GraphNode for Ip4Local {
         IP4_LOCAL
     }
     fn next_nodes(&self) -> &'static [&'static str] {
-        &[IP4_LOOKUP, ICMP_ERROR]
+        &[IP4_LOOKUP, ICMP_ERROR, crate::vxlan::VXLAN_DECAP]
     }
     fn process(&mut self, cx: &mut NodeCx<'_>, input: &mut PacketVec, next: &mut Next<'_>) {
+        let vxlan = cx.tables.vxlan.is_some();
         for mut pkt in input.drain(..) {
             let ip = &pkt.data()[ETH_HDR_LEN..];
             let ihl = usize::from(ip[0] & 0x0f) * 4;
@@ -499,6 +508,13 @@ impl GraphNode for Ip4Local {
                         format!("echo reply: {}", describe_ip4(pkt.data()))
                     });
                     next.enqueue(0, pkt);
+                }
+                PROTO_UDP
+                    if vxlan
+                        && ip.len() >= ihl + 4
+                        && read_u16(ip, ihl + 2) == crate::tables::VXLAN_PORT =>
+                {
+                    next.enqueue(2, pkt);
                 }
                 PROTO_UDP => {
                     cx.count(Counter::LocalUdpNoListener);
@@ -606,7 +622,9 @@ impl Ip4Rewrite {
             Adjacency::Via { port, next_hop } => (port, u32::from(next_hop)),
             Adjacency::Connected { port } => (port, read_u32(pkt.data(), ETH_HDR_LEN + IP4_DST)),
             // ip4-lookup sends only Via and Connected here.
-            Adjacency::Drop | Adjacency::Local => return drop_verdict(Counter::Ip4NullRoute),
+            Adjacency::Drop | Adjacency::Local | Adjacency::Tunnel { .. } => {
+                return drop_verdict(Counter::Ip4NullRoute)
+            }
         };
         let iface = match last.iface {
             Some((p, i)) if p == port => i,

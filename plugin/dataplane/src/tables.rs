@@ -147,6 +147,8 @@ pub enum Adjacency {
     Local,
     /// A connected subnet: the next hop is the packet's own destination.
     Connected { port: u16 },
+    /// Into a VXLAN tunnel to another node (an index into [`Tables::tunnels`]).
+    Tunnel { tunnel: u16 },
     /// Through a gateway on a port.
     Via { port: u16, next_hop: Ipv4Addr },
 }
@@ -157,9 +159,34 @@ impl fmt::Display for Adjacency {
             Adjacency::Drop => write!(f, "drop"),
             Adjacency::Local => write!(f, "local"),
             Adjacency::Connected { port } => write!(f, "connected port {port}"),
+            Adjacency::Tunnel { tunnel } => write!(f, "vxlan tunnel {tunnel}"),
             Adjacency::Via { port, next_hop } => write!(f, "via {next_hop} port {port}"),
         }
     }
+}
+
+/// The node's VXLAN endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VxlanConfig {
+    /// The outer source address: this node's address on the underlay.
+    pub local: Ipv4Addr,
+    pub vni: u32,
+    /// The inner source MAC of what this node encapsulates.
+    pub mac: MacAddr,
+    /// Largest inner IP packet the overlay carries (the underlay's MTU less 50).
+    pub mtu: u16,
+}
+
+/// The well-known VXLAN port (RFC 7348).
+pub const VXLAN_PORT: u16 = 4789;
+
+/// A VXLAN tunnel to another node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tunnel {
+    /// The other node's underlay address (the outer destination).
+    pub remote: Ipv4Addr,
+    /// The inner destination MAC (the other node's VXLAN MAC).
+    pub remote_mac: MacAddr,
 }
 
 /// One change to the tables.
@@ -189,6 +216,17 @@ pub enum TableChange {
         port: u16,
         ip: Ipv4Addr,
     },
+    /// Sets (or with `None` removes) the node's VXLAN endpoint.
+    SetVxlan(Option<VxlanConfig>),
+    /// Adds or replaces tunnel `index`.
+    SetTunnel {
+        index: u16,
+        tunnel: Tunnel,
+    },
+    /// Removes tunnel `index`; routes still pointing into it drop their packets.
+    DelTunnel {
+        index: u16,
+    },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -211,10 +249,28 @@ pub enum TableError {
     Mtu { index: usize, port: u16, mtu: u16 },
     #[error("change {index}: too many distinct adjacencies")]
     TooManyAdjacencies { index: usize },
+    #[error("change {index}: no tunnel {tunnel}")]
+    UnknownTunnel { index: usize, tunnel: u16 },
+    #[error("change {index}: tunnel index {tunnel} is beyond the limit of {limit}")]
+    TunnelRange {
+        index: usize,
+        tunnel: u16,
+        limit: u16,
+    },
+    #[error("change {index}: tunnels {a} and {b} have the same remote {remote}")]
+    DuplicateTunnelRemote {
+        index: usize,
+        a: u16,
+        b: u16,
+        remote: Ipv4Addr,
+    },
 }
 
 /// The most ports one engine addresses.
 pub const MAX_PORTS: u16 = 4096;
+
+/// The most VXLAN tunnels (one per other node).
+pub const MAX_TUNNELS: u16 = 4096;
 
 /// One immutable version of everything the graph reads.
 #[derive(Clone, Debug, Default)]
@@ -232,6 +288,11 @@ pub struct Tables {
     adjacency_index: FxHashMap<Adjacency, u32>,
     /// Static neighbours from the control plane, by (port, address).
     pub neighbours: FxHashMap<(u16, u32), MacAddr>,
+    pub vxlan: Option<VxlanConfig>,
+    /// VXLAN tunnels by index.
+    pub tunnels: Vec<Option<Tunnel>>,
+    /// Tunnel index by remote address: vxlan-decap accepts only known nodes.
+    pub tunnel_by_remote: FxHashMap<u32, u16>,
 }
 
 impl Tables {
@@ -424,6 +485,43 @@ impl Tables {
                     },
                 )?;
                 self.refresh_adjacency_macs();
+            }
+            TableChange::SetVxlan(v) => self.vxlan = *v,
+            TableChange::SetTunnel { index: t, tunnel } => {
+                if *t >= MAX_TUNNELS {
+                    return Err(TableError::TunnelRange {
+                        index,
+                        tunnel: *t,
+                        limit: MAX_TUNNELS,
+                    });
+                }
+                let remote = u32::from(tunnel.remote);
+                if let Some(&other) = self.tunnel_by_remote.get(&remote) {
+                    if other != *t {
+                        return Err(TableError::DuplicateTunnelRemote {
+                            index,
+                            a: other,
+                            b: *t,
+                            remote: tunnel.remote,
+                        });
+                    }
+                }
+                while self.tunnels.len() <= usize::from(*t) {
+                    self.tunnels.push(None);
+                }
+                if let Some(old) = self.tunnels[usize::from(*t)] {
+                    self.tunnel_by_remote.remove(&u32::from(old.remote));
+                }
+                self.tunnels[usize::from(*t)] = Some(*tunnel);
+                self.tunnel_by_remote.insert(remote, *t);
+            }
+            TableChange::DelTunnel { index: t } => {
+                let old = self
+                    .tunnels
+                    .get_mut(usize::from(*t))
+                    .and_then(Option::take)
+                    .ok_or(TableError::UnknownTunnel { index, tunnel: *t })?;
+                self.tunnel_by_remote.remove(&u32::from(old.remote));
             }
         }
         Ok(())
