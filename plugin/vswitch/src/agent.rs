@@ -12,7 +12,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use contiv_cni::proto::{self, CniReply, CniRequest, GcRequest};
 use contiv_cni::spec::{code, valid_ifname};
@@ -21,6 +21,9 @@ use contiv_hw::netns::inspect_interface;
 use contiv_store::Store;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
+// tokio's clock, not the OS's: under a simulation (paused tokio time, turmoil) retries
+// and resyncs follow simulated time.
+use tokio::time::Instant;
 
 use crate::config::AgentConfig;
 use crate::ipam::{Allocation, Ipam, IpamConfig, IpamError};
