@@ -25,13 +25,14 @@ use tokio::sync::{mpsc, oneshot};
 // and resyncs follow simulated time.
 use tokio::time::Instant;
 
-use crate::config::AgentConfig;
+use crate::config::{AgentConfig, NodeToNodeTransport};
 use crate::ipam::{Allocation, Ipam, IpamConfig, IpamError};
 use crate::nodeid::{NodeIdAllocator, NodeIdError};
+use crate::nodes::{vxlan_mac, NodeDirectory, NodeInfo};
 use crate::reconciler::{DumpEntry, Reconciler};
 use crate::wiring::{
-    pod_interface_key, pod_route_key, NodeApplier, NodeItem, PodAttachment, HOST_INTERCONNECT_KEY,
-    OWN_NETNS, UPLINK_KEY,
+    pod_interface_key, pod_route_key, remote_routes_key, tunnel_key, NodeApplier, NodeItem,
+    PodAttachment, RemoteVia, HOST_INTERCONNECT_KEY, OWN_NETNS, UPLINK_KEY, VXLAN_KEY,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +55,8 @@ pub enum Request {
     Status(oneshot::Sender<CniReply>),
     Gc(GcRequest, oneshot::Sender<CniReply>),
     Dump(oneshot::Sender<AgentDump>),
+    /// Every node's record, after any change (from [`crate::nodes::NodeDirectory::follow`]).
+    Nodes(Vec<NodeInfo>),
 }
 
 /// The agent's counters, shared with the HTTP server.
@@ -286,9 +289,23 @@ impl<S: Store + Clone> Agent<S> {
                 },
             );
         }
+        if agent.cfg.node_to_node_transport == NodeToNodeTransport::Vxlan {
+            agent.reconciler.set(
+                VXLAN_KEY,
+                NodeItem::Vxlan(contiv_dataplane::VxlanConfig {
+                    local: agent.own_address(),
+                    vni: agent.cfg.vxlan_vni,
+                    mac: vxlan_mac(node_id),
+                    mtu: agent.cfg.pod_mtu,
+                }),
+            );
+        }
+        agent.publish_self().await;
         if let Some(ifname) = agent.cfg.uplink.af_packet.clone() {
-            let net = agent.cfg.ipam.node_interconnect_cidr;
-            let address = Ipv4Net::new(Ipv4Addr::from(u32::from(net.network()) | node_id), net.len);
+            let address = Ipv4Net::new(
+                agent.own_address(),
+                agent.cfg.ipam.node_interconnect_cidr.len,
+            );
             agent.reconciler.set(
                 UPLINK_KEY,
                 NodeItem::Uplink {
@@ -308,6 +325,81 @@ impl<S: Store + Clone> Agent<S> {
 
     pub fn node_id(&self) -> u32 {
         self.node_id
+    }
+
+    /// This node's underlay address: node N is .N of the node interconnect subnet.
+    fn own_address(&self) -> Ipv4Addr {
+        let net = self.cfg.ipam.node_interconnect_cidr;
+        Ipv4Addr::from(u32::from(net.network()) | self.node_id)
+    }
+
+    /// Publishes this node's record unless the store already has it as it should be.
+    async fn publish_self(&mut self) {
+        let me = NodeInfo {
+            name: self.cfg.node_name.clone(),
+            id: self.node_id,
+            address: self.own_address(),
+        };
+        let dir = NodeDirectory::new(self.store.clone(), &self.cfg.store.prefix);
+        match dir.list().await {
+            Ok((nodes, _)) if nodes.contains(&me) => {}
+            _ => {
+                if let Err(e) = dir.publish(&me).await {
+                    tracing::warn!(error = %e, "cannot publish this node's record yet");
+                }
+            }
+        }
+    }
+
+    /// Tunnels and routes to every other node, from the directory.
+    fn set_nodes(&mut self, nodes: &[NodeInfo]) {
+        let mut wanted = BTreeSet::new();
+        for n in nodes {
+            if n.name == self.cfg.node_name || n.id == self.node_id {
+                continue;
+            }
+            let Ok(index) = u16::try_from(n.id) else {
+                tracing::warn!(node = %n.name, id = n.id, "node ID out of tunnel range");
+                continue;
+            };
+            let prefixes = vec![
+                self.cfg.ipam.node_pod_subnet(n.id),
+                self.cfg.ipam.node_host_subnet(n.id),
+            ];
+            let via = match self.cfg.node_to_node_transport {
+                NodeToNodeTransport::Vxlan => {
+                    self.reconciler.set(
+                        tunnel_key(index),
+                        NodeItem::Tunnel {
+                            index,
+                            tunnel: contiv_dataplane::Tunnel {
+                                remote: n.address,
+                                remote_mac: vxlan_mac(n.id),
+                            },
+                        },
+                    );
+                    wanted.insert(tunnel_key(index));
+                    RemoteVia::Tunnel(index)
+                }
+                NodeToNodeTransport::Nooverlay => RemoteVia::Uplink(n.address),
+            };
+            self.reconciler.set(
+                remote_routes_key(index),
+                NodeItem::RemoteRoutes { prefixes, via },
+            );
+            wanted.insert(remote_routes_key(index));
+        }
+        let stale: Vec<String> = self
+            .reconciler
+            .desired()
+            .keys()
+            .filter(|k| k.starts_with("remote/") && !wanted.contains(*k))
+            .cloned()
+            .collect();
+        for k in stale {
+            self.reconciler.unset(&k);
+        }
+        self.reconcile();
     }
 
     fn now(&self) -> Duration {
@@ -713,6 +805,7 @@ impl<S: Store + Clone> Agent<S> {
         if let Err(e) = self.sweep_pods().await {
             tracing::warn!(error = %e, "resync could not read the store");
         }
+        self.publish_self().await;
         self.reconcile();
     }
 
@@ -740,6 +833,10 @@ impl<S: Store + Clone> Agent<S> {
             }
             Request::Dump(tx) => {
                 let _ = tx.send(self.dump().await);
+                return;
+            }
+            Request::Nodes(nodes) => {
+                self.set_nodes(&nodes);
                 return;
             }
         };

@@ -7,6 +7,7 @@
 //! - [`wiring`]: the node's items (pod TAPs, dataplane ports, routes, host interconnect,
 //!   uplink) and the applier that makes them real.
 //! - [`worker`]: the dataplane thread and the handle that adds and removes its ports.
+//! - [`nodes`]: node discovery (every agent publishes its ID and underlay address).
 //! - [`agent`]: the event loop that serves CNI calls and keeps the node converged.
 //! - [`server`]: CNI over gRPC on a unix socket; health, metrics and the dump over HTTP.
 //! - [`config`]: the YAML configuration.
@@ -15,6 +16,7 @@ pub mod agent;
 pub mod config;
 pub mod ipam;
 pub mod nodeid;
+pub mod nodes;
 pub mod reconciler;
 pub mod server;
 pub mod wiring;

@@ -99,6 +99,17 @@ async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
     });
+    // Every other node's record, for tunnels and routes.
+    let (dir_store, dir_prefix, dir_tx) =
+        (store.clone(), cfg.store.prefix.clone(), requests_tx.clone());
+    tokio::spawn(async move {
+        let dir = contiv_vswitch::nodes::NodeDirectory::new(dir_store, &dir_prefix);
+        loop {
+            let e = dir.follow(dir_tx.clone()).await;
+            tracing::warn!(error = %e, "following the node directory failed; again in 2 s");
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    });
     let cni = bind_cni_socket(&socket)?;
     eprintln!(
         "contiv-vswitch: node {} (ID {}), CNI on {}",

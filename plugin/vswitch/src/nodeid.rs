@@ -31,6 +31,8 @@ pub struct NodeIdAllocator<S> {
     prefix: String,
     /// Where KSR reflects Node objects (`<prefix>k8s/node/`).
     nodes_prefix: String,
+    /// Where agents publish their node records (`<prefix>node-info/`).
+    info_prefix: String,
     max_id: u32,
 }
 
@@ -42,6 +44,7 @@ impl<S: Store> NodeIdAllocator<S> {
             store,
             prefix: format!("{prefix}node-id/"),
             nodes_prefix: format!("{prefix}k8s/node/"),
+            info_prefix: format!("{prefix}node-info/"),
             max_id,
         }
     }
@@ -185,6 +188,14 @@ impl<S: Store> NodeIdAllocator<S> {
             let name = &event.key[self.nodes_prefix.len()..];
             if name == own {
                 continue;
+            }
+            // Its record goes first, so no agent keeps a tunnel to a freed ID.
+            if let Err(e) = self
+                .store
+                .delete(&format!("{}{name}", self.info_prefix))
+                .await
+            {
+                return e;
             }
             match self.release(name).await {
                 Ok(Some(id)) => tracing::info!(node = name, id, "node left the cluster: ID freed"),

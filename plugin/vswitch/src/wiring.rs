@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
-use contiv_dataplane::{Adjacency, Interface, Ipv4Net, TableChange, TableHandle};
+use contiv_dataplane::{
+    Adjacency, Interface, Ipv4Net, TableChange, TableHandle, Tunnel, VxlanConfig,
+};
 use contiv_hw::netns::{
     configure_host_interconnect, configure_pod_interface, delete_interface, in_netns,
     inspect_interface, HostInterconnect, NetnsError, PodInterface,
@@ -84,12 +86,39 @@ pub enum NodeItem {
         address: Ipv4Net,
         mtu: u16,
     },
+    /// This node's VXLAN endpoint.
+    Vxlan(VxlanConfig),
+    /// A tunnel to another node (index: that node's ID).
+    Tunnel { index: u16, tunnel: Tunnel },
+    /// Routes to what another node holds (its pod and host subnets).
+    RemoteRoutes {
+        prefixes: Vec<Ipv4Net>,
+        via: RemoteVia,
+    },
+}
+
+/// How another node is reached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RemoteVia {
+    /// Through the VXLAN tunnel with this index.
+    Tunnel(u16),
+    /// Routed on the uplink to the node's address (`nooverlay`).
+    Uplink(Ipv4Addr),
 }
 
 impl Item for NodeItem {
     fn dependencies(&self) -> Vec<Key> {
         match self {
             NodeItem::PodRoute { interface, .. } => vec![interface.clone()],
+            NodeItem::Tunnel { .. } => vec![VXLAN_KEY.to_string()],
+            NodeItem::RemoteRoutes {
+                via: RemoteVia::Tunnel(t),
+                ..
+            } => vec![tunnel_key(*t)],
+            NodeItem::RemoteRoutes {
+                via: RemoteVia::Uplink(_),
+                ..
+            } => vec![UPLINK_KEY.to_string()],
             _ => Vec::new(),
         }
     }
@@ -105,6 +134,15 @@ pub fn pod_route_key(container_id: &str, ifname: &str) -> Key {
 
 pub const HOST_INTERCONNECT_KEY: &str = "node/host-interconnect";
 pub const UPLINK_KEY: &str = "node/uplink";
+pub const VXLAN_KEY: &str = "node/vxlan";
+
+pub fn tunnel_key(index: u16) -> Key {
+    format!("remote/{index}/tunnel")
+}
+
+pub fn remote_routes_key(index: u16) -> Key {
+    format!("remote/{index}/routes")
+}
 
 /// What an applied interface item holds in the dataplane.
 #[derive(Clone, Copy, Debug)]
@@ -345,6 +383,21 @@ impl NodeApplier {
         Ok(())
     }
 
+    fn remote_target(&self, via: &RemoteVia) -> Result<Adjacency, WiringError> {
+        Ok(match via {
+            RemoteVia::Tunnel(t) => Adjacency::Tunnel { tunnel: *t },
+            RemoteVia::Uplink(next_hop) => {
+                let info = self
+                    .port(UPLINK_KEY)
+                    .ok_or_else(|| WiringError::NoInterface(UPLINK_KEY.into()))?;
+                Adjacency::Via {
+                    port: info.port,
+                    next_hop: *next_hop,
+                }
+            }
+        })
+    }
+
     /// Whether an applied item is still there (the periodic resync asks, and forgets
     /// what is gone so the next round re-creates it).
     pub fn still_there(&self, key: &str, item: &NodeItem) -> bool {
@@ -362,6 +415,8 @@ impl NodeApplier {
             NodeItem::HostInterconnect { .. } | NodeItem::Uplink { .. } => {
                 self.ports.contains_key(key)
             }
+            // Table-only items: the tables change only through this applier.
+            NodeItem::Vxlan(_) | NodeItem::Tunnel { .. } | NodeItem::RemoteRoutes { .. } => true,
         }
     }
 }
@@ -405,6 +460,30 @@ impl Applier<NodeItem> for NodeApplier {
                 address,
                 mtu,
             } => self.create_uplink(key, interface, *address, *mtu),
+            NodeItem::Vxlan(cfg) => {
+                self.tables.commit(&[TableChange::SetVxlan(Some(*cfg))])?;
+                Ok(())
+            }
+            NodeItem::Tunnel { index, tunnel } => {
+                self.tables.commit(&[TableChange::SetTunnel {
+                    index: *index,
+                    tunnel: *tunnel,
+                }])?;
+                Ok(())
+            }
+            NodeItem::RemoteRoutes { prefixes, via } => {
+                let target = self.remote_target(via)?;
+                let changes: Vec<TableChange> = prefixes
+                    .iter()
+                    .map(|p| TableChange::AddRoute {
+                        vrf: 0,
+                        prefix: *p,
+                        target,
+                    })
+                    .collect();
+                self.tables.commit(&changes)?;
+                Ok(())
+            }
         }
     }
 
@@ -418,6 +497,33 @@ impl Applier<NodeItem> for NodeApplier {
                 Ok(())
             }
             NodeItem::Uplink { .. } => self.release_port(key),
+            NodeItem::Vxlan(_) => {
+                self.tables.commit(&[TableChange::SetVxlan(None)])?;
+                Ok(())
+            }
+            NodeItem::Tunnel { index, .. } => {
+                let exists = self
+                    .tables
+                    .snapshot()
+                    .tunnels
+                    .get(usize::from(*index))
+                    .is_some_and(Option::is_some);
+                if exists {
+                    self.tables
+                        .commit(&[TableChange::DelTunnel { index: *index }])?;
+                }
+                Ok(())
+            }
+            NodeItem::RemoteRoutes { prefixes, .. } => {
+                let tables = self.tables.snapshot();
+                let changes: Vec<TableChange> = prefixes
+                    .iter()
+                    .filter(|p| tables.fib(0).and_then(|f| f.get(p.addr, p.len)).is_some())
+                    .map(|p| TableChange::DelRoute { vrf: 0, prefix: *p })
+                    .collect();
+                self.tables.commit(&changes)?;
+                Ok(())
+            }
         }
     }
 }

@@ -82,3 +82,123 @@ async fn decisions_without_a_node_to_wire() {
     drop(tx);
     run.await.unwrap();
 }
+
+async fn start_agent(
+    store: &MemoryStore,
+    name: &str,
+    transport: &str,
+) -> (mpsc::Sender<Request>, tokio::task::JoinHandle<()>) {
+    let cfg = AgentConfig::from_yaml(
+        "test",
+        &format!(
+            "nodeName: {name}\nstore:\n  endpoints: [\"memory\"]\nhostInterconnect: false\nnodeToNodeTransport: {transport}\n"
+        ),
+    )
+    .unwrap();
+    let setup = Agent::prepare(cfg, store.clone()).await.expect("node ID");
+    let tables = TableHandle::new();
+    let engine = Engine::new(&tables, BufferPool::new("t", 512), &EngineConfig::default()).unwrap();
+    let applier = NodeApplier::new(DataplaneWorker::start(engine), tables);
+    let agent = Agent::start(setup, applier, Arc::new(AgentMetrics::default())).await;
+    let (tx, rx) = mpsc::channel(8);
+    let run = tokio::spawn(agent.run(rx, std::future::pending()));
+    let dir = contiv_vswitch::nodes::NodeDirectory::new(store.clone(), "/contiv/");
+    let follow_tx = tx.clone();
+    tokio::spawn(async move { dir.follow(follow_tx).await });
+    (tx, run)
+}
+
+async fn dump(tx: &mpsc::Sender<Request>) -> contiv_vswitch::AgentDump {
+    let (dtx, drx) = oneshot::channel();
+    tx.send(Request::Dump(dtx)).await.unwrap();
+    drx.await.unwrap()
+}
+
+/// Polls the agent's dump until `ok` holds (bounded).
+async fn dump_until(
+    tx: &mpsc::Sender<Request>,
+    what: &str,
+    ok: impl Fn(&contiv_vswitch::AgentDump) -> bool,
+) -> contiv_vswitch::AgentDump {
+    for _ in 0..500 {
+        let d = dump(tx).await;
+        if ok(&d) {
+            return d;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("not within 5 s: {what}\n{:#?}", dump(tx).await.items);
+}
+
+#[tokio::test]
+async fn nodes_find_each_other_and_forget_who_leaves() {
+    let store = MemoryStore::new();
+    let (a, _ra) = start_agent(&store, "node-a", "vxlan").await;
+    let (b, _rb) = start_agent(&store, "node-b", "vxlan").await;
+    // A routes B's pod and host subnets into the tunnel to B (ID 2, 192.168.16.2).
+    let d = dump_until(&a, "A has routes to B", |d| {
+        d.routes
+            .iter()
+            .any(|r| r == "10.1.2.0/24 -> vxlan tunnel 2")
+    })
+    .await;
+    assert!(
+        d.routes
+            .iter()
+            .any(|r| r == "172.30.2.0/24 -> vxlan tunnel 2"),
+        "{:?}",
+        d.routes
+    );
+    assert!(d.converged, "{:#?}", d.items);
+    let tunnel = d
+        .items
+        .iter()
+        .find(|i| i.key == "remote/2/tunnel")
+        .expect("tunnel item");
+    assert!(
+        tunnel.desired.as_deref().unwrap().contains("192.168.16.2"),
+        "{tunnel:?}"
+    );
+    dump_until(&b, "B has routes to A", |d| {
+        d.routes
+            .iter()
+            .any(|r| r == "10.1.1.0/24 -> vxlan tunnel 1")
+    })
+    .await;
+    // B's Node object goes (as KSR would delete it): its record and ID go, and A forgets it.
+    store
+        .put("/contiv/k8s/node/node-b", b"{}".to_vec())
+        .await
+        .unwrap();
+    let rev = store.list("/contiv/k8s/node/").await.unwrap().1;
+    let ids = contiv_vswitch::NodeIdAllocator::new(store.clone(), "/contiv/", 255);
+    tokio::spawn(async move { ids.follow_departures("node-a", Some(rev)).await });
+    store.delete("/contiv/k8s/node/node-b").await.unwrap();
+    let d = dump_until(&a, "A forgot B", |d| {
+        !d.routes.iter().any(|r| r.contains("tunnel 2"))
+            && d.items.iter().all(|i| !i.key.starts_with("remote/"))
+    })
+    .await;
+    assert!(d.converged);
+}
+
+#[tokio::test]
+async fn nooverlay_routes_wait_for_the_uplink() {
+    let store = MemoryStore::new();
+    let (a, _ra) = start_agent(&store, "node-a", "nooverlay").await;
+    let (_b, _rb) = start_agent(&store, "node-b", "nooverlay").await;
+    let d = dump_until(&a, "A desires routes to B", |d| {
+        d.items.iter().any(|i| i.key == "remote/2/routes")
+    })
+    .await;
+    let routes = d.items.iter().find(|i| i.key == "remote/2/routes").unwrap();
+    // No uplink configured: the routes wait for it rather than failing.
+    assert!(
+        matches!(&routes.state, contiv_vswitch::reconciler::ItemState::Pending { missing } if missing == &["node/uplink".to_string()]),
+        "{routes:?}"
+    );
+    assert!(
+        d.items.iter().all(|i| !i.key.ends_with("/tunnel")),
+        "no tunnels without the overlay"
+    );
+}
