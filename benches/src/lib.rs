@@ -174,15 +174,72 @@ impl Default for IoForward {
 
 /// The full IPv4 graph between generator and sink, with `extra_routes` random routes and
 /// traffic spread over `flows` destinations drawn from those routes.
-pub struct Ip4Forward {
+/// An engine between the generator and the sink of a [`Rig`]; [`Ip4Forward`] and
+/// [`VxlanForward`] build it with their tables.
+pub struct EngineForward {
     pub rig: Rig,
     pub engine: Engine,
     pub tables: TableHandle,
     now: u64,
 }
 
-impl Ip4Forward {
-    pub fn new(extra_routes: usize, flows: usize) -> Self {
+impl EngineForward {
+    /// The engine between the rig's two wires: port 0 "in" (10.0.1.1/24), port 1 "out"
+    /// (10.0.2.1/24) with the sink as a static neighbour, then `changes`.
+    pub fn build(frames: Vec<Vec<u8>>, rx_burst: usize, changes: Vec<TableChange>) -> Self {
+        let (rig, dut_in, dut_out) = Rig::new(frames);
+        let tables = TableHandle::new();
+        let config = EngineConfig {
+            rx_burst,
+            ..EngineConfig::default()
+        };
+        let mut engine = Engine::new(&tables, rig.pool.handle(), &config).expect("standard graph");
+        engine.add_port(Box::new(dut_in)).expect("port");
+        engine.add_port(Box::new(dut_out)).expect("port");
+        let mut all = vec![
+            TableChange::SetInterface(
+                Interface::new(0, "in", IN_MAC).with_address("10.0.1.1/24".parse().expect("net")),
+            ),
+            TableChange::SetInterface(
+                Interface::new(1, "out", OUT_MAC).with_address("10.0.2.1/24".parse().expect("net")),
+            ),
+            TableChange::SetNeighbour {
+                port: 1,
+                ip: SINK_IP,
+                mac: SINK_MAC,
+            },
+        ];
+        all.extend(changes);
+        tables.commit(&all).expect("tables commit");
+        EngineForward {
+            rig,
+            engine,
+            tables,
+            now: 0,
+        }
+    }
+
+    /// One vector from the generator through the engine; returns what reached the sink.
+    #[inline]
+    pub fn round(&mut self) -> usize {
+        self.rig.send();
+        self.now += 1_000;
+        while self.engine.poll(Timestamp(self.now)) > 0 {}
+        self.rig.receive()
+    }
+}
+
+/// The IPv4 graph forwarding from the generator to the sink (`new`, `with_burst`).
+pub type Ip4Forward = EngineForward;
+
+/// The VXLAN overlay, one direction at a time: `encap` routes 64-byte packets from the
+/// generator into a tunnel to the sink (the other node); `decap` takes VXLAN from the
+/// generator (the other node) and routes the inner 64-byte packets to the sink.
+pub type VxlanForward = EngineForward;
+
+impl EngineForward {
+    /// IPv4 forwarding with `extra_routes` random routes, traffic over `flows` of them.
+    pub fn new(extra_routes: usize, flows: usize) -> EngineForward {
         Self::with_burst(
             extra_routes,
             flows,
@@ -192,7 +249,7 @@ impl Ip4Forward {
 
     /// As `new`, with the engine taking `rx_burst` packets per poll (so a 256-packet
     /// round is several vectors when smaller).
-    pub fn with_burst(extra_routes: usize, flows: usize, rx_burst: usize) -> Self {
+    pub fn with_burst(extra_routes: usize, flows: usize, rx_burst: usize) -> EngineForward {
         let prefixes = random_prefixes(extra_routes, 42);
         let mut rng = ChaCha8Rng::seed_from_u64(7);
         let frames: Vec<Vec<u8>> = if prefixes.is_empty() {
@@ -209,70 +266,27 @@ impl Ip4Forward {
                 })
                 .collect()
         };
-        let (rig, dut_in, dut_out) = Rig::new(frames);
-        let tables = TableHandle::new();
-        let config = EngineConfig {
-            rx_burst,
-            ..EngineConfig::default()
-        };
-        let mut engine = Engine::new(&tables, rig.pool.handle(), &config).expect("standard graph");
-        engine.add_port(Box::new(dut_in)).expect("port");
-        engine.add_port(Box::new(dut_out)).expect("port");
-        let mut changes = vec![
-            TableChange::SetInterface(
-                Interface::new(0, "in", IN_MAC).with_address("10.0.1.1/24".parse().expect("net")),
-            ),
-            TableChange::SetInterface(
-                Interface::new(1, "out", OUT_MAC).with_address("10.0.2.1/24".parse().expect("net")),
-            ),
-            TableChange::SetNeighbour {
-                port: 1,
-                ip: SINK_IP,
-                mac: SINK_MAC,
-            },
-        ];
         let via = Adjacency::Via {
             port: 1,
             next_hop: SINK_IP,
         };
-        changes.extend(prefixes.into_iter().map(|prefix| TableChange::AddRoute {
-            vrf: 0,
-            prefix,
-            target: via,
-        }));
-        tables.commit(&changes).expect("routes commit");
-        Ip4Forward {
-            rig,
-            engine,
-            tables,
-            now: 0,
-        }
+        let routes = prefixes
+            .into_iter()
+            .map(|prefix| TableChange::AddRoute {
+                vrf: 0,
+                prefix,
+                target: via,
+            })
+            .collect();
+        EngineForward::build(frames, rx_burst, routes)
     }
-
-    #[inline]
-    pub fn round(&mut self) -> usize {
-        self.rig.send();
-        self.now += 1_000;
-        while self.engine.poll(Timestamp(self.now)) > 0 {}
-        self.rig.receive()
-    }
-}
-
-/// The VXLAN overlay, one direction at a time: `encap` routes 64-byte packets from the
-/// generator into a tunnel to the sink (the other node); `decap` takes VXLAN from the
-/// generator (the other node) and routes the inner 64-byte packets to the sink.
-pub struct VxlanForward {
-    pub rig: Rig,
-    pub engine: Engine,
-    pub tables: TableHandle,
-    now: u64,
 }
 
 const REMOTE_VXLAN_MAC: MacAddr = MacAddr([2, 0xfe, 0, 0, 0, 2]);
 const OUR_VXLAN_MAC: MacAddr = MacAddr([2, 0xfe, 0, 0, 0, 1]);
 
-impl VxlanForward {
-    pub fn encap(flows: u16) -> Self {
+impl EngineForward {
+    pub fn encap(flows: u16) -> EngineForward {
         let frames = (0..flows.max(1))
             .map(|i| {
                 let mut f = frame64(Ipv4Addr::new(10, 1, 2, 5)).to_vec();
@@ -281,10 +295,10 @@ impl VxlanForward {
                 f
             })
             .collect();
-        Self::build(frames, Ipv4Addr::new(10, 0, 2, 1), SINK_IP)
+        Self::vxlan(frames, Ipv4Addr::new(10, 0, 2, 1), SINK_IP)
     }
 
-    pub fn decap() -> Self {
+    pub fn decap() -> EngineForward {
         let inner = frame64(Ipv4Addr::new(10, 1, 1, 5));
         let mut f = Vec::with_capacity(110);
         f.extend_from_slice(&IN_MAC.0);
@@ -301,84 +315,50 @@ impl VxlanForward {
         f.extend_from_slice(&50_000u16.to_be_bytes());
         f.extend_from_slice(&4789u16.to_be_bytes());
         f.extend_from_slice(&(udp_len as u16).to_be_bytes());
-        f.extend_from_slice(&[0, 0]); // no UDP checksum
-                                      // VXLAN: the I flag, reserved bytes, VNI 10 in the top 24 bits of the second word.
+        // No UDP checksum; then VXLAN: the I flag, reserved bytes, VNI 10 in the top 24
+        // bits of the second word.
+        f.extend_from_slice(&[0, 0]);
         f.extend_from_slice(&[0x08, 0, 0, 0, 0, 0, 10, 0]);
         let mut inner = inner.to_vec();
         inner[0..6].copy_from_slice(&OUR_VXLAN_MAC.0);
         inner[6..12].copy_from_slice(&REMOTE_VXLAN_MAC.0);
         f.extend_from_slice(&inner);
-        Self::build(
+        Self::vxlan(
             vec![f],
             Ipv4Addr::new(10, 0, 1, 1),
             Ipv4Addr::new(10, 0, 1, 2),
         )
     }
 
-    fn build(frames: Vec<Vec<u8>>, local: Ipv4Addr, remote: Ipv4Addr) -> Self {
-        let (rig, dut_in, dut_out) = Rig::new(frames);
-        let tables = TableHandle::new();
-        let mut engine =
-            Engine::new(&tables, rig.pool.handle(), &EngineConfig::default()).expect("graph");
-        engine.add_port(Box::new(dut_in)).expect("port");
-        engine.add_port(Box::new(dut_out)).expect("port");
-        let via_sink = Adjacency::Via {
-            port: 1,
-            next_hop: SINK_IP,
-        };
-        tables
-            .commit(&[
-                TableChange::SetInterface(
-                    Interface::new(0, "in", IN_MAC)
-                        .with_address("10.0.1.1/24".parse().expect("net")),
-                ),
-                TableChange::SetInterface(
-                    Interface::new(1, "out", OUT_MAC)
-                        .with_address("10.0.2.1/24".parse().expect("net")),
-                ),
-                TableChange::SetNeighbour {
+    fn vxlan(frames: Vec<Vec<u8>>, local: Ipv4Addr, remote: Ipv4Addr) -> EngineForward {
+        let changes = vec![
+            TableChange::SetVxlan(Some(contiv_dataplane::VxlanConfig {
+                local,
+                vni: 10,
+                mac: OUR_VXLAN_MAC,
+                mtu: 1450,
+            })),
+            TableChange::SetTunnel {
+                index: 0,
+                tunnel: contiv_dataplane::Tunnel {
+                    remote,
+                    remote_mac: REMOTE_VXLAN_MAC,
+                },
+            },
+            TableChange::AddRoute {
+                vrf: 0,
+                prefix: "10.1.2.0/24".parse().expect("net"),
+                target: Adjacency::Tunnel { tunnel: 0 },
+            },
+            TableChange::AddRoute {
+                vrf: 0,
+                prefix: "10.1.1.0/24".parse().expect("net"),
+                target: Adjacency::Via {
                     port: 1,
-                    ip: SINK_IP,
-                    mac: SINK_MAC,
+                    next_hop: SINK_IP,
                 },
-                TableChange::SetVxlan(Some(contiv_dataplane::VxlanConfig {
-                    local,
-                    vni: 10,
-                    mac: OUR_VXLAN_MAC,
-                    mtu: 1450,
-                })),
-                TableChange::SetTunnel {
-                    index: 0,
-                    tunnel: contiv_dataplane::Tunnel {
-                        remote,
-                        remote_mac: REMOTE_VXLAN_MAC,
-                    },
-                },
-                TableChange::AddRoute {
-                    vrf: 0,
-                    prefix: "10.1.2.0/24".parse().expect("net"),
-                    target: Adjacency::Tunnel { tunnel: 0 },
-                },
-                TableChange::AddRoute {
-                    vrf: 0,
-                    prefix: "10.1.1.0/24".parse().expect("net"),
-                    target: via_sink,
-                },
-            ])
-            .expect("tables");
-        VxlanForward {
-            rig,
-            engine,
-            tables,
-            now: 0,
-        }
-    }
-
-    #[inline]
-    pub fn round(&mut self) -> usize {
-        self.rig.send();
-        self.now += 1_000;
-        while self.engine.poll(Timestamp(self.now)) > 0 {}
-        self.rig.receive()
+            },
+        ];
+        EngineForward::build(frames, contiv_dataplane::engine::DEFAULT_RX_BURST, changes)
     }
 }

@@ -58,9 +58,7 @@ fn ttl_one_yields_time_exceeded_to_the_sender() {
     assert_eq!(h.source_addr(), R0_IP);
     assert_eq!(h.destination_addr(), A_IP);
     assert!(header_checksum_valid(&h));
-    let Some(TransportSlice::Icmpv4(icmp)) = &p.transport else {
-        panic!("icmp")
-    };
+    let icmp = icmp_of(&p);
     assert!(matches!(icmp.icmp_type(), Icmpv4Type::TimeExceeded(_)));
     assert_eq!(
         icmp.icmp_type().calc_checksum(icmp.payload()),
@@ -88,9 +86,7 @@ fn unknown_network_is_counted_and_answered_unreachable() {
     assert_eq!(r.engine.counter(Counter::Ip4NoRoute), 1);
     let (p, h) = ipv4(&to_a[0]);
     assert_eq!(h.destination_addr(), A_IP);
-    let Some(TransportSlice::Icmpv4(icmp)) = &p.transport else {
-        panic!("icmp")
-    };
+    let icmp = icmp_of(&p);
     assert!(matches!(
         icmp.icmp_type(),
         Icmpv4Type::DestinationUnreachable(etherparse::icmpv4::DestUnreachableHeader::Network)
@@ -198,9 +194,7 @@ fn ping_to_the_router_is_answered() {
     assert_eq!(h.source_addr(), R0_IP);
     assert_eq!(h.destination_addr(), A_IP);
     assert!(header_checksum_valid(&h));
-    let Some(TransportSlice::Icmpv4(icmp)) = &p.transport else {
-        panic!("icmp")
-    };
+    let icmp = icmp_of(&p);
     let Icmpv4Type::EchoReply(e) = icmp.icmp_type() else {
         panic!("echo reply")
     };
@@ -217,9 +211,7 @@ fn udp_to_the_router_gets_port_unreachable() {
     let mut r = Router::new(false);
     let (to_a, _) = r.send_from_a(&[udp(A_MAC, R0_MAC, A_IP, R0_IP, 64, b"anyone?")]);
     let (p, _) = ipv4(&to_a[0]);
-    let Some(TransportSlice::Icmpv4(icmp)) = &p.transport else {
-        panic!("icmp")
-    };
+    let icmp = icmp_of(&p);
     assert!(matches!(
         icmp.icmp_type(),
         Icmpv4Type::DestinationUnreachable(etherparse::icmpv4::DestUnreachableHeader::Port)
@@ -317,18 +309,11 @@ fn oversized_df_packet_gets_fragmentation_needed() {
     let mut i = contiv_dataplane::Interface::new(1, "r1", R1_MAC).with_address(net("10.0.2.1/24"));
     i.mtu = 576;
     r.tables.commit(&[TableChange::SetInterface(i)]).unwrap();
-    let mut big = udp(A_MAC, R0_MAC, A_IP, B_IP, 64, &[0u8; 1000]);
-    big[14 + 6] = 0x40; // DF
-    big[14 + 10] = 0;
-    big[14 + 11] = 0;
-    let c = contiv_dataplane::headers::internet_checksum(&big[14..34]);
-    big[14 + 10..14 + 12].copy_from_slice(&c.to_be_bytes());
+    let big = with_df(udp(A_MAC, R0_MAC, A_IP, B_IP, 64, &[0u8; 1000]));
     let (to_a, to_b) = r.send_from_a(&[big]);
     assert!(to_b.is_empty());
     let (p, _) = ipv4(&to_a[0]);
-    let Some(TransportSlice::Icmpv4(icmp)) = &p.transport else {
-        panic!("icmp")
-    };
+    let icmp = icmp_of(&p);
     assert!(matches!(
         icmp.icmp_type(),
         Icmpv4Type::DestinationUnreachable(

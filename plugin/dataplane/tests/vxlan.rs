@@ -192,18 +192,11 @@ fn the_outer_source_port_follows_the_flow() {
 #[test]
 fn too_big_for_the_overlay_with_df_gets_fragmentation_needed() {
     let mut r = overlay_router();
-    let mut big = udp(A_MAC, R0_MAC, A_IP, REMOTE_POD, 64, &[0u8; 1440]);
-    big[14 + 6] = 0x40; // DF
-    big[14 + 10] = 0;
-    big[14 + 11] = 0;
-    let c = contiv_dataplane::headers::internet_checksum(&big[14..34]);
-    big[14 + 10..14 + 12].copy_from_slice(&c.to_be_bytes());
+    let big = with_df(udp(A_MAC, R0_MAC, A_IP, REMOTE_POD, 64, &[0u8; 1440]));
     let (to_a, to_b) = r.send_from_a(&[big]);
     assert!(to_b.is_empty());
     let p = SlicedPacket::from_ethernet(&to_a[0]).unwrap();
-    let Some(TransportSlice::Icmpv4(icmp)) = &p.transport else {
-        panic!("icmp")
-    };
+    let icmp = icmp_of(&p);
     assert!(matches!(
         icmp.icmp_type(),
         Icmpv4Type::DestinationUnreachable(

@@ -341,8 +341,8 @@ impl<S: Store + Clone> Agent<S> {
             address: self.own_address(),
         };
         let dir = NodeDirectory::new(self.store.clone(), &self.cfg.store.prefix);
-        match dir.list().await {
-            Ok((nodes, _)) if nodes.contains(&me) => {}
+        match dir.get(&me.name).await {
+            Ok(Some(held)) if held == me => {}
             _ => {
                 if let Err(e) = dir.publish(&me).await {
                     tracing::warn!(error = %e, "cannot publish this node's record yet");
@@ -648,7 +648,7 @@ impl<S: Store + Clone> Agent<S> {
                 ));
             }
         }
-        let gw_mac = contiv_hw::MacAddr::local(u32::from(ip));
+        let gw_mac = crate::wiring::gateway_mac_for(ip);
         match inspect_interface(Path::new(&r.netns), &r.ifname) {
             Ok(None) => problems.push(format!("no interface {} in {}", r.ifname, r.netns)),
             Err(e) => problems.push(format!("cannot inspect {}: {e}", r.netns)),

@@ -64,6 +64,15 @@ impl<S: Store> NodeDirectory<S> {
         Ok(())
     }
 
+    /// The record of `name`, if it has a readable one.
+    pub async fn get(&self, name: &str) -> Result<Option<NodeInfo>, NodeDirectoryError> {
+        let kv = self.store.get(&format!("{}{name}", self.prefix)).await?;
+        Ok(kv
+            .and_then(|kv| serde_json::from_slice::<Doc>(&kv.value).ok())
+            .filter(|d| d.v == 1)
+            .map(|d| d.info))
+    }
+
     pub async fn remove(&self, name: &str) -> Result<(), NodeDirectoryError> {
         self.store.delete(&format!("{}{name}", self.prefix)).await?;
         Ok(())

@@ -48,11 +48,17 @@ pub struct PodAttachment {
     pub mtu: u16,
 }
 
+/// The dataplane's MAC on the port of the pod with address `ip` (see
+/// [`PodAttachment::gateway_mac`]).
+pub fn gateway_mac_for(ip: Ipv4Addr) -> MacAddr {
+    MacAddr::local(u32::from(ip))
+}
+
 impl PodAttachment {
     /// The dataplane's MAC on the pod's port (the pod's gateway MAC), derived from the
     /// pod's IP so that a re-created port keeps the MAC in the pod's neighbour table.
     pub fn gateway_mac(&self) -> MacAddr {
-        MacAddr::local(u32::from(self.ip))
+        gateway_mac_for(self.ip)
     }
 
     /// The dataplane's name for the port.
@@ -364,7 +370,9 @@ impl NodeApplier {
         address: Ipv4Net,
         mtu: u16,
     ) -> Result<(), WiringError> {
-        let mac = interface_mac(interface)?;
+        let mac = inspect_interface(Path::new(OWN_NETNS), interface)?
+            .and_then(|st| st.mac)
+            .ok_or_else(|| NetnsError::NoSuchInterface(interface.into()))?;
         let port = AfPacketPort::open(interface, mac, mtu, AfPacketConfig::default())?;
         let port = self.worker.add_port(Box::new(port))?;
         let iface = Interface {
@@ -424,22 +432,6 @@ impl NodeApplier {
 /// The agent's own namespace, the node's host stack (`/proc/self` names the process's
 /// main thread, which never changes namespace).
 pub const OWN_NETNS: &str = "/proc/self/ns/net";
-
-/// The MAC of an interface in the current namespace (from sysfs).
-fn interface_mac(name: &str) -> Result<MacAddr, WiringError> {
-    let text = std::fs::read_to_string(format!("/sys/class/net/{name}/address"))
-        .map_err(|_| WiringError::Netns(NetnsError::NoSuchInterface(name.into())))?;
-    let mut mac = [0u8; 6];
-    let parts: Vec<&str> = text.trim().split(':').collect();
-    if parts.len() != 6 {
-        return Err(WiringError::Netns(NetnsError::NoSuchInterface(name.into())));
-    }
-    for (m, p) in mac.iter_mut().zip(parts) {
-        *m = u8::from_str_radix(p, 16)
-            .map_err(|_| WiringError::Netns(NetnsError::NoSuchInterface(name.into())))?;
-    }
-    Ok(MacAddr(mac))
-}
 
 impl Applier<NodeItem> for NodeApplier {
     type Error = WiringError;

@@ -62,7 +62,8 @@ impl DataplaneWorker {
                 let start = Instant::now();
                 let mut idle_polls = 0u32;
                 while !s.load(Ordering::Relaxed) {
-                    if p.swap(false, Ordering::Acquire) {
+                    // A plain load each poll; the write only when there is work.
+                    if p.load(Ordering::Relaxed) && p.swap(false, Ordering::Acquire) {
                         while let Ok(cmd) = rx.try_recv() {
                             apply(&mut engine, cmd);
                         }

@@ -13,6 +13,8 @@ use contiv_vswitch::worker::DataplaneWorker;
 use contiv_vswitch::{Agent, AgentConfig, AgentMetrics, Request};
 use tokio::sync::{mpsc, oneshot};
 
+mod wait;
+
 async fn ask(
     tx: &mpsc::Sender<Request>,
     make: impl FnOnce(oneshot::Sender<CniReply>) -> Request,
@@ -120,14 +122,11 @@ async fn dump_until(
     what: &str,
     ok: impl Fn(&contiv_vswitch::AgentDump) -> bool,
 ) -> contiv_vswitch::AgentDump {
-    for _ in 0..500 {
+    wait::eventually(std::time::Duration::from_secs(5), what, || async {
         let d = dump(tx).await;
-        if ok(&d) {
-            return d;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    panic!("not within 5 s: {what}\n{:#?}", dump(tx).await.items);
+        ok(&d).then_some(d)
+    })
+    .await
 }
 
 #[tokio::test]

@@ -2,9 +2,13 @@
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
+use std::time::Duration;
 
 use contiv_store::Store;
 use contiv_vswitch::{Ipam, IpamConfig, IpamError, NodeIdAllocator, NodeIdError};
+use wait::eventually;
+
+mod wait;
 
 pub async fn node_ids_are_lowest_free_and_stable<S: Store + Clone>(s: &S, _other: &S) {
     let ids = NodeIdAllocator::new(s.clone(), "/contiv/", 255);
@@ -255,37 +259,28 @@ async fn a_node_object_deleted_frees_its_id() {
     // follower's watch starts.
     let task = tokio::spawn(async move { follower.follow_departures("me", Some(after)).await });
     store.delete("/contiv/k8s/node/b").await.unwrap();
-    let mut left = Vec::new();
-    for _ in 0..500 {
-        left = ids
-            .list()
+    let list = || async {
+        ids.list()
             .await
             .unwrap()
             .into_iter()
             .map(|(i, n, _)| (i, n))
-            .collect();
-        if left.len() == 2 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+            .collect::<Vec<_>>()
+    };
+    let left = eventually(Duration::from_secs(5), "b's ID freed", || async {
+        let l = list().await;
+        (l.len() == 2).then_some(l)
+    })
+    .await;
     assert_eq!(left, [(1, "me".to_string()), (3, "c".to_string())]);
     // Its own object going away never frees its own ID (a re-registering node).
     store.delete("/contiv/k8s/node/me").await.unwrap();
     store.delete("/contiv/k8s/node/c").await.unwrap();
-    for _ in 0..500 {
-        if ids.list().await.unwrap().len() == 1 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    let left: Vec<String> = ids
-        .list()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(_, n, _)| n)
-        .collect();
-    assert_eq!(left, ["me"]);
+    let left = eventually(Duration::from_secs(5), "c's ID freed", || async {
+        let l = list().await;
+        (l.len() == 1).then_some(l)
+    })
+    .await;
+    assert_eq!(left, [(1, "me".to_string())]);
     task.abort();
 }

@@ -3,6 +3,7 @@
 //! per pod. Needs root (CI runs as root).
 
 mod common;
+mod wait;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -12,6 +13,7 @@ use common::*;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
+use wait::wait_for;
 
 #[test]
 fn every_command_answers_as_the_spec_says() {
@@ -19,6 +21,14 @@ fn every_command_answers_as_the_spec_says() {
         return;
     }
     let node = Node::start("cmd");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&node.socket)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700, "only root may wire pods");
+    assert_eq!(node.http_get("/healthz"), "ok\n");
+    assert_eq!(node.http_get("/readyz"), "ok\n");
     let p1 = node.pod_netns(1);
     let add = node.add("c1", &p1);
     let r = add.ok().json();
@@ -447,7 +457,12 @@ fn a_store_outage_during_add_leaves_all_or_nothing() {
                 s.spawn(move || node.add(&format!("c{}", i + 1), p))
             })
             .collect();
-        std::thread::sleep(Duration::from_millis(30));
+        // Kill etcd once the batch is under way: an address of it is in the store.
+        wait_for(
+            Duration::from_secs(10),
+            "an ADD of the batch allocated",
+            || (node.store_keys("ipam/").len() > 1).then_some(()),
+        );
         std::process::Command::new("kill")
             .args(["-9", &etcd_pid])
             .status()

@@ -5,6 +5,7 @@
 //! `cargo test --release -p contiv-vswitch --features etcd --test cni_bench -- --ignored --nocapture`
 
 mod common;
+mod wait;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -213,3 +213,20 @@ pub fn parse_arp(frame: &[u8]) -> (Ethernet2Header, ArpEthIpv4Packet) {
         .unwrap();
     (eth, arp)
 }
+
+/// The ICMP part of a parsed frame (the test fails if it has none).
+pub fn icmp_of<'a>(p: &'a etherparse::SlicedPacket<'a>) -> &'a etherparse::Icmpv4Slice<'a> {
+    let Some(etherparse::TransportSlice::Icmpv4(icmp)) = &p.transport else {
+        panic!("not icmp: {:?}", p.transport)
+    };
+    icmp
+}
+
+/// The frame with the IPv4 don't-fragment flag set (header checksum updated).
+pub fn with_df(mut frame: Vec<u8>) -> Vec<u8> {
+    frame[14 + 6] = 0x40;
+    frame[14 + 10..14 + 12].fill(0);
+    let c = contiv_dataplane::headers::internet_checksum(&frame[14..34]);
+    frame[14 + 10..14 + 12].copy_from_slice(&c.to_be_bytes());
+    frame
+}

@@ -40,18 +40,6 @@ pub fn can_run() -> bool {
     false
 }
 
-/// Polls `f` until it returns `Some`, for at most `bound`.
-pub fn wait_for<T>(bound: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + bound;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "not within {bound:?}: {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// A short name unique to this process and call (namespace names, directories).
