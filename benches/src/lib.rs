@@ -187,13 +187,22 @@ impl EngineForward {
     /// The engine between the rig's two wires: port 0 "in" (10.0.1.1/24), port 1 "out"
     /// (10.0.2.1/24) with the sink as a static neighbour, then `changes`.
     pub fn build(frames: Vec<Vec<u8>>, rx_burst: usize, changes: Vec<TableChange>) -> Self {
-        let (rig, dut_in, dut_out) = Rig::new(frames);
-        let tables = TableHandle::new();
         let config = EngineConfig {
             rx_burst,
             ..EngineConfig::default()
         };
-        let mut engine = Engine::new(&tables, rig.pool.handle(), &config).expect("standard graph");
+        Self::build_with(frames, &config, changes)
+    }
+
+    /// As `build`, with an engine configuration of your own.
+    pub fn build_with(
+        frames: Vec<Vec<u8>>,
+        config: &EngineConfig,
+        changes: Vec<TableChange>,
+    ) -> Self {
+        let (rig, dut_in, dut_out) = Rig::new(frames);
+        let tables = TableHandle::new();
+        let mut engine = Engine::new(&tables, rig.pool.handle(), config).expect("standard graph");
         engine.add_port(Box::new(dut_in)).expect("port");
         engine.add_port(Box::new(dut_out)).expect("port");
         let mut all = vec![
@@ -360,5 +369,41 @@ impl EngineForward {
             },
         ];
         EngineForward::build(frames, contiv_dataplane::engine::DEFAULT_RX_BURST, changes)
+    }
+}
+
+/// Source NAT between the generator (the inside, 10.0.1.0/24) and the sink (outside,
+/// behind the uplink "out" whose address 10.0.2.1 is the external one).
+pub type SnatForward = EngineForward;
+
+impl EngineForward {
+    /// `flows` UDP flows that differ by source port. With `timeout_ns` shorter than the
+    /// time the generator takes to come round to a flow again (a round is 1 µs of engine
+    /// time, 256 packets), every packet finds its session expired and opens a new one:
+    /// the new-connection rate. With the default timeouts, every packet after the first
+    /// round finds its session: the established-flow rate.
+    pub fn snat(flows: u16, timeout_ns: Option<u64>) -> SnatForward {
+        let frames = (0..flows.max(1))
+            .map(|i| {
+                let mut f = frame64(SINK_IP).to_vec();
+                f[34..36].copy_from_slice(&(1024 + i).to_be_bytes());
+                f
+            })
+            .collect();
+        let mut nat = contiv_dataplane::NatConfig::default();
+        if let Some(t) = timeout_ns {
+            nat.timeouts.udp = t;
+        }
+        let changes = vec![TableChange::SetSnat(Some(contiv_dataplane::SnatConfig {
+            uplink: 1,
+            external: Ipv4Addr::new(10, 0, 2, 1),
+            inside: vec!["10.0.1.0/24".parse().expect("net")],
+            exempt: Vec::new(),
+        }))];
+        let config = EngineConfig {
+            nat,
+            ..EngineConfig::default()
+        };
+        EngineForward::build_with(frames, &config, changes)
     }
 }

@@ -101,6 +101,17 @@ counters! {
     VxlanWrongVni => ("vxlan-decap", Drop, "vni is not ours"),
     VxlanInnerNotIp4 => ("vxlan-decap", Drop, "inner frame is not ipv4"),
     VxlanDecapsulated => ("vxlan-decap", Event, "packets decapsulated"),
+    NatNotConfigured => ("nat44-out", Drop, "snat not configured"),
+    NatFragment => ("nat44-out", Drop, "fragments are not translated"),
+    NatTruncated => ("nat44-out", Drop, "truncated transport header"),
+    NatUnsupportedProtocol => ("nat44-out", Drop, "protocol not translated (tcp, udp and icmp echo are)"),
+    NatTableFull => ("nat44-out", Drop, "session table full"),
+    NatNoPorts => ("nat44-out", Drop, "no free external port"),
+    NatPassedUntranslated => ("nat44-out", Event, "no session and none to open (reply to an inbound flow, icmp error): not translated"),
+    NatSessionsCreated => ("nat44-out", Event, "sessions created"),
+    NatSessionsExpired => ("nat44-out", Event, "sessions expired"),
+    NatOutTranslated => ("nat44-out", Event, "packets translated"),
+    NatInTranslated => ("nat44-in", Event, "packets translated"),
     GraphLoopLimit => ("graph", Drop, "dispatch loop limit reached"),
 }
 

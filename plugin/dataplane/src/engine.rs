@@ -35,6 +35,8 @@ pub struct EngineConfig {
     /// Packets taken from a port per poll, and so the size of the vectors the graph sees
     /// (at most [`VECTOR_SIZE`]).
     pub rx_burst: usize,
+    /// Size and timeouts of the source NAT session table.
+    pub nat: crate::nat44::NatConfig,
 }
 
 impl Default for EngineConfig {
@@ -42,6 +44,7 @@ impl Default for EngineConfig {
         EngineConfig {
             icmp_errors: IcmpErrorConfig::default(),
             rx_burst: DEFAULT_RX_BURST,
+            nat: crate::nat44::NatConfig::default(),
         }
     }
 }
@@ -71,7 +74,10 @@ impl Engine {
         pool: BufferPool,
         config: &EngineConfig,
     ) -> Result<Engine, EngineError> {
-        Self::with_nodes(tables, pool, ip4_graph_nodes(config.icmp_errors))
+        let mut engine = Self::with_nodes(tables, pool, ip4_graph_nodes(config.icmp_errors))?;
+        engine.w.nat = crate::nat44::Nat44Sessions::new(config.nat);
+        engine.rx_burst = config.rx_burst.clamp(1, VECTOR_SIZE);
+        Ok(engine)
     }
 
     /// An engine with a graph of your own nodes; it must have an `ethernet-input`.
@@ -276,6 +282,11 @@ impl Engine {
 
     pub fn show_trace(&self) -> String {
         self.w.trace.show()
+    }
+
+    /// This worker's source NAT sessions, sorted.
+    pub fn nat_sessions(&self) -> Vec<crate::nat44::SessionInfo> {
+        self.w.nat.sessions(self.w.now)
     }
 
     /// The neighbours this worker learned from ARP.

@@ -95,6 +95,8 @@ pub struct WorkerState {
     pub interfaces: Vec<InterfaceCounters>,
     pub trace: TraceBuffer,
     pub now: Timestamp,
+    /// Source NAT sessions (see [`crate::nat44`]).
+    pub nat: crate::nat44::Nat44Sessions,
 }
 
 impl WorkerState {
@@ -107,6 +109,7 @@ impl WorkerState {
             interfaces: Vec::new(),
             trace: TraceBuffer::default(),
             now: Timestamp::ZERO,
+            nat: crate::nat44::Nat44Sessions::new(crate::nat44::NatConfig::default()),
         }
     }
 }

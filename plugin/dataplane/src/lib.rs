@@ -11,6 +11,7 @@
 //!   icmp-error, interface-output): [`nodes`]
 //! - longest-prefix match: [`fib`]
 //! - interfaces, routes, adjacencies, neighbours and their commit: [`tables`]
+//! - source NAT to the node's address for traffic to the outside: [`nat44`]
 //! - counters and drop reasons: [`counters`]; packet trace: [`trace`]
 
 pub mod counters;
@@ -18,6 +19,7 @@ pub mod engine;
 pub mod fib;
 pub mod graph;
 pub mod headers;
+pub mod nat44;
 pub mod nodes;
 pub mod tables;
 pub mod trace;
@@ -27,6 +29,7 @@ pub use counters::{Counter, Counters, InterfaceCounters};
 pub use engine::{Engine, EngineConfig, EngineError};
 pub use fib::{Fib, FibError};
 pub use graph::{GraphError, GraphNode, Next, NodeCx};
+pub use nat44::{NatConfig, NatTimeouts, SessionInfo, SnatConfig};
 pub use nodes::IcmpErrorConfig;
 pub use tables::{
     Adjacency, Interface, Ipv4Net, TableChange, TableError, TableHandle, Tables, Tunnel,

@@ -41,6 +41,8 @@ pub fn ip4_graph_nodes(icmp: IcmpErrorConfig) -> Vec<Box<dyn GraphNode>> {
         Box::new(InterfaceOutput),
         Box::new(crate::vxlan::VxlanEncap),
         Box::new(crate::vxlan::VxlanDecap),
+        Box::new(crate::nat44::Nat44Out),
+        Box::new(crate::nat44::Nat44In),
     ]
 }
 
@@ -401,10 +403,13 @@ impl GraphNode for Ip4Lookup {
             IP4_REWRITE,
             ICMP_ERROR,
             crate::vxlan::VXLAN_ENCAP,
+            crate::nat44::NAT44_OUT,
+            crate::nat44::NAT44_IN,
         ]
     }
     fn process(&mut self, cx: &mut NodeCx<'_>, input: &mut PacketVec, next: &mut Next<'_>) {
         let tables = cx.tables;
+        let snat_uplink = tables.snat.as_ref().map(|s| s.uplink);
         // The destinations of the whole vector are looked up together (see
         // `Fib::lookup_bulk`), in runs of packets that share a VRF.
         // A frame can hold more than one vector (several nodes feed this one): it is
@@ -459,8 +464,16 @@ impl GraphNode for Ip4Lookup {
                 )
             });
             *verdict = match adj {
+                // What arrives on the uplink for the node may be the reply of a NATed
+                // session; what leaves by it may need translating.
+                Adjacency::Local if snat_uplink == Some(pkt.meta.rx_port) => 5,
                 Adjacency::Local => 0,
                 Adjacency::Drop => drop_verdict(Counter::Ip4NullRoute),
+                Adjacency::Connected { port } | Adjacency::Via { port, .. }
+                    if snat_uplink == Some(port) =>
+                {
+                    4
+                }
                 Adjacency::Connected { .. } | Adjacency::Via { .. } => 1,
                 Adjacency::Tunnel { .. } => 3,
             };

@@ -227,6 +227,8 @@ pub enum TableChange {
     DelTunnel {
         index: u16,
     },
+    /// Sets (or with `None` removes) source NAT on the uplink.
+    SetSnat(Option<crate::nat44::SnatConfig>),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -293,6 +295,8 @@ pub struct Tables {
     pub tunnels: Vec<Option<Tunnel>>,
     /// Tunnel index by remote address: vxlan-decap accepts only known nodes.
     pub tunnel_by_remote: FxHashMap<u32, u16>,
+    /// Source NAT of inside traffic leaving by the uplink.
+    pub snat: Option<Arc<crate::nat44::SnatConfig>>,
 }
 
 impl Tables {
@@ -487,6 +491,16 @@ impl Tables {
                 self.refresh_adjacency_macs();
             }
             TableChange::SetVxlan(v) => self.vxlan = *v,
+            TableChange::SetSnat(None) => self.snat = None,
+            TableChange::SetSnat(Some(cfg)) => {
+                if self.interface(cfg.uplink).is_none() {
+                    return Err(TableError::UnknownInterface {
+                        index,
+                        port: cfg.uplink,
+                    });
+                }
+                self.snat = Some(Arc::new(cfg.clone()));
+            }
             TableChange::SetTunnel { index: t, tunnel } => {
                 if *t >= MAX_TUNNELS {
                     return Err(TableError::TunnelRange {

@@ -43,17 +43,19 @@ impl Router {
     }
 
     pub fn with_icmp(learn: bool, icmp: IcmpErrorConfig) -> Router {
-        let pool = BufferPool::new("test", 4096);
-        let tables = TableHandle::new();
-        let mut engine = Engine::new(
-            &tables,
-            pool.handle(),
+        Self::with_config(
+            learn,
             &EngineConfig {
                 icmp_errors: icmp,
                 ..Default::default()
             },
         )
-        .unwrap();
+    }
+
+    pub fn with_config(learn: bool, config: &EngineConfig) -> Router {
+        let pool = BufferPool::new("test", 4096);
+        let tables = TableHandle::new();
+        let mut engine = Engine::new(&tables, pool.handle(), config).unwrap();
         let cfg = WireConfig {
             capacity: 1024,
             mtu: 1500,
