@@ -66,8 +66,41 @@ enum Command {
     },
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum TransportArg {
+    Vxlan,
+    Nooverlay,
+}
+
 #[derive(Subcommand)]
 enum NetnsCommand {
+    /// A cluster in network namespaces: N nodes on a bridged underlay, each with its own
+    /// contiv-vswitch (AF_PACKET uplink), a real etcd, the simulated API server and
+    /// contiv-ksr, pods made through contiv-cni, and an outside host. Stays up until
+    /// `netns down`. Needs root, etcd, and the release binaries of contiv-vswitch,
+    /// contiv-cni and contiv-ksr next to this one (see --bin-dir).
+    Up {
+        #[arg(long, default_value = "ctv")]
+        name: String,
+        #[arg(long, default_value_t = 3)]
+        nodes: u32,
+        #[arg(long, default_value_t = 2)]
+        pods_per_node: u32,
+        #[arg(long, value_enum, default_value = "vxlan")]
+        transport: TransportArg,
+        /// Where contiv-vswitch, contiv-cni and contiv-ksr are (default: this program's
+        /// directory).
+        #[arg(long)]
+        bin_dir: Option<PathBuf>,
+        /// Print the cluster's state as JSON instead of the summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Removes a cluster made by `netns up`: processes, namespaces, links, state.
+    Down {
+        #[arg(long, default_value = "ctv")]
+        name: String,
+    },
     /// TCP throughput between two pods through the engine's TAP ports against the
     /// kernel's own path (two namespaces, veth pairs and a Linux bridge), in one run:
     /// iperf3, 3 runs each, the median. Needs root and iperf3.
@@ -312,6 +345,53 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Netns(NetnsCommand::Pods { count, prefix }) => netns_pods(count, &prefix),
+        Command::Netns(NetnsCommand::Up {
+            name,
+            nodes,
+            pods_per_node,
+            transport,
+            bin_dir,
+            json,
+        }) => {
+            use contiv_harness::cluster::{up, ClusterSpec, Transport, DEFAULT_STATE_ROOT};
+            let harness = std::env::current_exe().context("own path")?;
+            let bin_dir = match bin_dir {
+                Some(d) => d,
+                None => harness.parent().context("own directory")?.to_path_buf(),
+            };
+            let spec = ClusterSpec {
+                name,
+                nodes,
+                pods_per_node,
+                transport: match transport {
+                    TransportArg::Vxlan => Transport::Vxlan,
+                    TransportArg::Nooverlay => Transport::Nooverlay,
+                },
+                bin_dir,
+                harness,
+                state_root: DEFAULT_STATE_ROOT.into(),
+            };
+            let state = up(&spec)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&state)?);
+            } else {
+                print!("{}", state.describe());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Netns(NetnsCommand::Down { name }) => {
+            let state = contiv_harness::cluster::down(
+                std::path::Path::new(contiv_harness::cluster::DEFAULT_STATE_ROOT),
+                &name,
+            )?;
+            println!(
+                "removed cluster {}: {} processes, {} namespaces",
+                state.name,
+                state.processes.len(),
+                state.namespaces.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Netns(NetnsCommand::BenchPods { seconds }) => netns_bench_pods(seconds),
         Command::Dump { agent, json } => {
             let d = contiv_harness::agent_dump::fetch_dump(&agent)?;

@@ -363,8 +363,13 @@ impl Port for AfPacketPort {
                 let mac_off = usize::from(unsafe {
                     std::ptr::read_unaligned(hdr.add(HDR_MAC) as *const u16)
                 });
-                if let Some(mut pkt) = pool.alloc() {
-                    let len = snap.min(BUF_DATA_ROOM);
+                // A frame larger than a buffer (a GRO or GSO super-packet, when the
+                // interface merges segments) is dropped and counted, never truncated.
+                let wire_len = read_u32(hdr, HDR_LEN) as usize;
+                if wire_len > BUF_DATA_ROOM || snap < wire_len {
+                    self.stats.count_drop(PortDropReason::TooBig, 1);
+                } else if let Some(mut pkt) = pool.alloc() {
+                    let len = snap;
                     // SAFETY: the kernel wrote `snap` bytes at `hdr + tp_mac`, inside
                     // this block, which we own until we hand it back.
                     let frame = unsafe { std::slice::from_raw_parts(hdr.add(mac_off), len) };

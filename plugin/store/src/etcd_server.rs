@@ -1,4 +1,4 @@
-//! A real etcd server for tests: Debian's `etcd` binary on free loopback ports with a
+//! A real etcd server for tests and the network-namespace cluster: Debian's `etcd` binary on free loopback ports with a
 //! private data directory, killed and removed when dropped (also when a test fails).
 //! Tests that need it call [`EtcdServer::start`]; it can be killed and restarted on the
 //! same ports and data to test reconnection.
@@ -34,6 +34,8 @@ pub struct EtcdServer {
     client_port: u16,
     peer_port: u16,
     child: Option<Child>,
+    /// Detached: neither killed nor removed when dropped.
+    detached: bool,
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -67,6 +69,7 @@ impl EtcdServer {
                 client_port: free_port()?,
                 peer_port: free_port()?,
                 child: None,
+                detached: false,
             };
             match s.restart() {
                 Ok(()) => return Ok(s),
@@ -83,11 +86,13 @@ impl EtcdServer {
     }
 
     /// A client configuration for this server (defaults otherwise).
+    #[cfg(feature = "etcd")]
     pub fn config(&self) -> crate::EtcdConfig {
         crate::EtcdConfig::new(vec![self.endpoint()])
     }
 
     /// A new client of this server.
+    #[cfg(feature = "etcd")]
     pub async fn connect(&self) -> Result<crate::EtcdStore, crate::StoreError> {
         crate::EtcdStore::connect(self.config()).await
     }
@@ -191,8 +196,21 @@ impl EtcdServer {
     }
 }
 
+impl EtcdServer {
+    /// Leaves the server running after this handle is gone (for a cluster that outlives
+    /// the command that started it); returns its process ID and data directory, which
+    /// whoever stops it removes.
+    pub fn detach(mut self) -> (Option<u32>, PathBuf) {
+        self.detached = true;
+        (self.child.as_ref().map(Child::id), self.dir.clone())
+    }
+}
+
 impl Drop for EtcdServer {
     fn drop(&mut self) {
+        if self.detached {
+            return;
+        }
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }

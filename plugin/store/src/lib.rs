@@ -10,7 +10,6 @@
 
 #[cfg(feature = "etcd")]
 mod etcd;
-#[cfg(feature = "etcd")]
 pub mod etcd_server;
 mod memory;
 

@@ -32,7 +32,7 @@ use crate::nodes::{vxlan_mac, NodeDirectory, NodeInfo};
 use crate::reconciler::{DumpEntry, Reconciler};
 use crate::wiring::{
     pod_interface_key, pod_route_key, remote_routes_key, tunnel_key, NodeApplier, NodeItem,
-    PodAttachment, RemoteVia, HOST_INTERCONNECT_KEY, OWN_NETNS, UPLINK_KEY, VXLAN_KEY,
+    PodAttachment, RemoteVia, HOST_INTERCONNECT_KEY, OWN_NETNS, SNAT_KEY, UPLINK_KEY, VXLAN_KEY,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -273,11 +273,7 @@ impl<S: Store + Clone> Agent<S> {
             metrics,
         };
         if agent.cfg.host_interconnect {
-            let netns = agent
-                .cfg
-                .host_netns
-                .clone()
-                .unwrap_or_else(|| PathBuf::from(OWN_NETNS));
+            let netns = agent.host_netns();
             agent.reconciler.set(
                 HOST_INTERCONNECT_KEY,
                 NodeItem::HostInterconnect {
@@ -310,10 +306,13 @@ impl<S: Store + Clone> Agent<S> {
                 UPLINK_KEY,
                 NodeItem::Uplink {
                     interface: ifname,
+                    netns: agent.host_netns(),
                     address,
+                    gateway: agent.cfg.uplink.gateway,
                     mtu: 1500,
                 },
             );
+            agent.set_snat(&[]);
         }
         if let Err(e) = agent.sweep_pods().await {
             tracing::warn!(error = %e, "startup resync could not read the store; the periodic resync will");
@@ -325,6 +324,36 @@ impl<S: Store + Clone> Agent<S> {
 
     pub fn node_id(&self) -> u32 {
         self.node_id
+    }
+
+    /// The host stack's namespace (the agent's own unless configured).
+    fn host_netns(&self) -> PathBuf {
+        self.cfg
+            .host_netns
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(OWN_NETNS))
+    }
+
+    /// Source NAT to the outside on the uplink, never towards the cluster: the pod and
+    /// host subnets of all nodes and the addresses of the `nodes` known.
+    fn set_snat(&mut self, nodes: &[NodeInfo]) {
+        if !self.cfg.nat_external_traffic || self.cfg.uplink.af_packet.is_none() {
+            return;
+        }
+        let ipam = &self.cfg.ipam;
+        let mut exempt = vec![ipam.pod_subnet_cidr, ipam.vpp_host_subnet_cidr];
+        let mut addresses: BTreeSet<Ipv4Addr> = nodes.iter().map(|n| n.address).collect();
+        addresses.insert(self.own_address());
+        exempt.extend(addresses.into_iter().map(|a| Ipv4Net::new(a, 32)));
+        let item = NodeItem::Snat {
+            external: self.own_address(),
+            inside: vec![
+                ipam.node_pod_subnet(self.node_id),
+                ipam.node_host_subnet(self.node_id),
+            ],
+            exempt,
+        };
+        self.reconciler.set(SNAT_KEY, item);
     }
 
     /// This node's underlay address: node N is .N of the node interconnect subnet.
@@ -399,6 +428,7 @@ impl<S: Store + Clone> Agent<S> {
         for k in stale {
             self.reconciler.unset(&k);
         }
+        self.set_snat(nodes);
         self.reconcile();
     }
 

@@ -142,6 +142,10 @@ pub struct UplinkConfig {
     pub af_packet: Option<String>,
     /// A DPDK device (PCI address or vdev string); needs the `dpdk` build.
     pub dpdk: Option<String>,
+    /// The default gateway on the uplink's subnet, for traffic to outside the cluster
+    /// (none: only the uplink's own subnet is reached).
+    #[serde(default)]
+    pub gateway: Option<Ipv4Addr>,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -160,11 +164,16 @@ pub struct AgentConfig {
     pub pod_mtu: u16,
     #[serde(default)]
     pub uplink: UplinkConfig,
+    /// Source-NAT pods' traffic to the outside to the node address (Contiv's
+    /// `natExternalTraffic`); traffic within the cluster is never translated.
+    #[serde(default = "default_true")]
+    pub nat_external_traffic: bool,
     /// Wire the dataplane to the host stack (Contiv's `vpp1` TAP).
     #[serde(default = "default_true")]
     pub host_interconnect: bool,
-    /// The host stack's network namespace, for the interconnect; the agent's own when
-    /// absent (production: the agent runs in the host's namespace).
+    /// The host stack's network namespace, for the interconnect and where the uplink
+    /// interface is found; the agent's own when absent (production: the agent runs in
+    /// the host's namespace).
     #[serde(default)]
     pub host_netns: Option<PathBuf>,
     /// Where the CNI gRPC socket is served.
@@ -266,6 +275,8 @@ mod tests {
         assert_eq!(c.ipam.node_host_subnet(3).to_string(), "172.30.3.0/24");
         assert_eq!(c.ipam.max_node_id(), 255);
         assert_eq!(c.node_to_node_transport, NodeToNodeTransport::Vxlan);
+        assert!(c.nat_external_traffic);
+        assert_eq!(c.uplink.gateway, None);
     }
 
     #[test]

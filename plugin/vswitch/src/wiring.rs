@@ -3,7 +3,8 @@
 //! host interconnect and the uplink.
 //!
 //! Keys: `pod/<container>/<ifname>/interface` and `.../route` (the route depends on the
-//! interface), `node/host-interconnect`, `node/uplink`.
+//! interface), `node/host-interconnect`, `node/uplink`, `node/snat` (on the uplink),
+//! `node/vxlan`, `remote/<id>/tunnel` and `remote/<id>/routes`.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -89,8 +90,20 @@ pub enum NodeItem {
     /// The node's uplink, taken with AF_PACKET, with the node's address on it.
     Uplink {
         interface: String,
+        /// The namespace the interface is in (the host's).
+        netns: PathBuf,
         address: Ipv4Net,
+        /// Default route via this gateway on the uplink's subnet.
+        gateway: Option<Ipv4Addr>,
         mtu: u16,
+    },
+    /// Source NAT of inside traffic leaving by the uplink, to the node's address.
+    Snat {
+        external: Ipv4Addr,
+        /// Sources translated: the node's pod and host subnets.
+        inside: Vec<Ipv4Net>,
+        /// Destinations never translated: the cluster's subnets and every node.
+        exempt: Vec<Ipv4Net>,
     },
     /// This node's VXLAN endpoint.
     Vxlan(VxlanConfig),
@@ -124,7 +137,8 @@ impl Item for NodeItem {
             NodeItem::RemoteRoutes {
                 via: RemoteVia::Uplink(_),
                 ..
-            } => vec![UPLINK_KEY.to_string()],
+            }
+            | NodeItem::Snat { .. } => vec![UPLINK_KEY.to_string()],
             _ => Vec::new(),
         }
     }
@@ -141,6 +155,13 @@ pub fn pod_route_key(container_id: &str, ifname: &str) -> Key {
 pub const HOST_INTERCONNECT_KEY: &str = "node/host-interconnect";
 pub const UPLINK_KEY: &str = "node/uplink";
 pub const VXLAN_KEY: &str = "node/vxlan";
+pub const SNAT_KEY: &str = "node/snat";
+
+/// The default route, on the uplink when it has a gateway.
+const DEFAULT_ROUTE: Ipv4Net = Ipv4Net {
+    addr: Ipv4Addr::UNSPECIFIED,
+    len: 0,
+};
 
 pub fn tunnel_key(index: u16) -> Key {
     format!("remote/{index}/tunnel")
@@ -367,20 +388,37 @@ impl NodeApplier {
         &mut self,
         key: &str,
         interface: &str,
+        netns: &Path,
         address: Ipv4Net,
+        gateway: Option<Ipv4Addr>,
         mtu: u16,
     ) -> Result<(), WiringError> {
-        let mac = inspect_interface(Path::new(OWN_NETNS), interface)?
+        let mac = inspect_interface(netns, interface)?
             .and_then(|st| st.mac)
             .ok_or_else(|| NetnsError::NoSuchInterface(interface.into()))?;
-        let port = AfPacketPort::open(interface, mac, mtu, AfPacketConfig::default())?;
+        // The socket is bound in the interface's namespace and stays there.
+        let name = interface.to_string();
+        let port = in_netns(netns, move || {
+            AfPacketPort::open(&name, mac, mtu, AfPacketConfig::default())
+        })??;
         let port = self.worker.add_port(Box::new(port))?;
         let iface = Interface {
             mtu,
             ..Interface::new(port, interface, mac)
         }
         .with_address(address);
-        self.tables.commit(&[TableChange::SetInterface(iface)])?;
+        let mut changes = vec![TableChange::SetInterface(iface)];
+        if let Some(gw) = gateway {
+            changes.push(TableChange::AddRoute {
+                vrf: 0,
+                prefix: DEFAULT_ROUTE,
+                target: Adjacency::Via { port, next_hop: gw },
+            });
+        }
+        if let Err(e) = self.tables.commit(&changes) {
+            let _ = self.worker.remove_port(port);
+            return Err(e.into());
+        }
         self.ports.insert(
             key.to_string(),
             PortInfo {
@@ -389,6 +427,22 @@ impl NodeApplier {
             },
         );
         Ok(())
+    }
+
+    fn delete_uplink(&mut self, key: &str) -> Result<(), WiringError> {
+        let has_default = self
+            .tables
+            .snapshot()
+            .fib(0)
+            .and_then(|f| f.get(DEFAULT_ROUTE.addr, 0))
+            .is_some();
+        if has_default {
+            self.tables.commit(&[TableChange::DelRoute {
+                vrf: 0,
+                prefix: DEFAULT_ROUTE,
+            }])?;
+        }
+        self.release_port(key)
     }
 
     fn remote_target(&self, via: &RemoteVia) -> Result<Adjacency, WiringError> {
@@ -424,7 +478,10 @@ impl NodeApplier {
                 self.ports.contains_key(key)
             }
             // Table-only items: the tables change only through this applier.
-            NodeItem::Vxlan(_) | NodeItem::Tunnel { .. } | NodeItem::RemoteRoutes { .. } => true,
+            NodeItem::Vxlan(_)
+            | NodeItem::Tunnel { .. }
+            | NodeItem::RemoteRoutes { .. }
+            | NodeItem::Snat { .. } => true,
         }
     }
 }
@@ -449,9 +506,29 @@ impl Applier<NodeItem> for NodeApplier {
             } => self.create_host_interconnect(key, name, netns, *subnet, host_routes, *mtu),
             NodeItem::Uplink {
                 interface,
+                netns,
                 address,
+                gateway,
                 mtu,
-            } => self.create_uplink(key, interface, *address, *mtu),
+            } => self.create_uplink(key, interface, netns, *address, *gateway, *mtu),
+            NodeItem::Snat {
+                external,
+                inside,
+                exempt,
+            } => {
+                let uplink = self
+                    .port(UPLINK_KEY)
+                    .ok_or_else(|| WiringError::NoInterface(UPLINK_KEY.into()))?;
+                self.tables.commit(&[TableChange::SetSnat(Some(
+                    contiv_dataplane::SnatConfig {
+                        uplink: uplink.port,
+                        external: *external,
+                        inside: inside.clone(),
+                        exempt: exempt.clone(),
+                    },
+                ))])?;
+                Ok(())
+            }
             NodeItem::Vxlan(cfg) => {
                 self.tables.commit(&[TableChange::SetVxlan(Some(*cfg))])?;
                 Ok(())
@@ -488,7 +565,11 @@ impl Applier<NodeItem> for NodeApplier {
                 delete_interface(netns, name)?;
                 Ok(())
             }
-            NodeItem::Uplink { .. } => self.release_port(key),
+            NodeItem::Uplink { .. } => self.delete_uplink(key),
+            NodeItem::Snat { .. } => {
+                self.tables.commit(&[TableChange::SetSnat(None)])?;
+                Ok(())
+            }
             NodeItem::Vxlan(_) => {
                 self.tables.commit(&[TableChange::SetVxlan(None)])?;
                 Ok(())
