@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
-cargo bench -p contiv-benches --bench io_forward --bench ip4_forward --bench fib_lookup --bench vxlan -- "$@" | tee "$out"
+cargo bench -p contiv-benches --bench io_forward --bench ip4_forward --bench fib_lookup --bench vxlan --bench snat -- "$@" | tee "$out"
 
 # criterion prints "thrpt:  [low mid high]"; take the middle estimate of each benchmark.
 rate() {
@@ -27,6 +27,10 @@ encap=$(rate "vxlan/encap_64B")
 decap=$(rate "vxlan/decap_64B")
 printf '  vxlan-encap (inner 64B, routed twice)    %8.2f  (%.0f%% of io bound)\n' "$encap" "$(echo "$encap / $io * 100" | bc -l)"
 printf '  vxlan-decap (inner 64B, routed twice)    %8.2f  (%.0f%% of io bound)\n' "$decap" "$(echo "$decap / $io * 100" | bc -l)"
+est=$(rate "snat/established_64B")
+new=$(rate "snat/new_connections_64B")
+printf '  snat, established flows                  %8.2f  (%.0f%% of io bound)\n' "$est" "$(echo "$est / $io * 100" | bc -l)"
+printf '  snat, every packet a new session         %8.2f  (%.0f%% of io bound)\n' "$new" "$(echo "$new / $io * 100" | bc -l)"
 
 echo
 echo "contiv-ksr: reflection into a real etcd (needs etcd-server and protoc)"
@@ -36,6 +40,12 @@ echo
 if [ "$(id -u)" -eq 0 ] && command -v iperf3 >/dev/null 2>&1; then
   echo "pods: TCP through the engine's TAP ports against the kernel's veth + bridge path"
   cargo run --release -q -p contiv-harness -- netns bench-pods --seconds 3
+  if command -v etcd >/dev/null 2>&1; then
+    echo
+    echo "cluster: cross-node pod TCP over VXLAN through two agents against the kernel's VXLAN"
+    cargo build --release -q -p contiv-harness -p contiv-vswitch -p contiv-ksr --features contiv-vswitch/etcd,contiv-ksr/etcd
+    ./target/release/contiv-harness netns bench-cluster --seconds 3
+  fi
 else
   echo "pods benchmark skipped: needs root and iperf3 (apt-get install iperf3)"
 fi

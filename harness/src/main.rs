@@ -96,6 +96,17 @@ enum NetnsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Cross-node pod-to-pod TCP throughput: a 2-node `netns up` cluster over VXLAN
+    /// through the engines, against the kernel's own VXLAN (`ip link add ... type
+    /// vxlan`) between two namespaces on the same bridge, in one run: iperf3, 3 runs
+    /// each, the median, and the ratio. Needs what `netns up` needs, and iperf3.
+    BenchCluster {
+        /// Seconds per iperf3 run.
+        #[arg(long, default_value_t = 3)]
+        seconds: u32,
+        #[arg(long)]
+        bin_dir: Option<PathBuf>,
+    },
     /// Removes a cluster made by `netns up`: processes, namespaces, links, state.
     Down {
         #[arg(long, default_value = "ctv")]
@@ -123,16 +134,22 @@ enum NetnsCommand {
 /// One iperf3 TCP run from `client` to `server_ip` (whose namespace runs the server);
 /// returns Gbit/s.
 fn iperf3(
-    server: &contiv_harness::lab::Netns,
-    client: &contiv_harness::lab::Netns,
+    server: &str,
+    client: &str,
     server_ip: std::net::Ipv4Addr,
     seconds: u32,
 ) -> anyhow::Result<f64> {
+    let exec = |ns: &str, args: &[&str]| {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(args)
+            .output()
+    };
     let mut srv = std::process::Command::new("ip")
         .args([
             "netns",
             "exec",
-            &server.name,
+            server,
             "timeout",
             &(seconds * 3 + 60).to_string(),
             "iperf3",
@@ -149,7 +166,7 @@ fn iperf3(
     // server's start can fail or hang.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let ss = server.exec(&["ss", "-Htln", "sport = :5201"])?;
+        let ss = exec(server, &["ss", "-Htln", "sport = :5201"])?;
         if !String::from_utf8_lossy(&ss.stdout).trim().is_empty() {
             break;
         }
@@ -161,20 +178,23 @@ fn iperf3(
         std::thread::yield_now();
     }
     let limit = (seconds + 20).to_string();
-    let out = client.exec(&[
-        "timeout",
-        &limit,
-        "iperf3",
-        "-c",
-        &server_ip.to_string(),
-        "-p",
-        "5201",
-        "-t",
-        &seconds.to_string(),
-        "-J",
-        "--connect-timeout",
-        "2000",
-    ])?;
+    let out = exec(
+        client,
+        &[
+            "timeout",
+            &limit,
+            "iperf3",
+            "-c",
+            &server_ip.to_string(),
+            "-p",
+            "5201",
+            "-t",
+            &seconds.to_string(),
+            "-J",
+            "--connect-timeout",
+            "2000",
+        ],
+    )?;
     if !out.status.success() {
         let _ = srv.kill();
         let _ = srv.wait();
@@ -235,7 +255,7 @@ fn netns_bench_pods(seconds: u32) -> anyhow::Result<ExitCode> {
     )?;
     let worker = Worker::start(engine);
     let engine_runs: Vec<f64> = (0..3)
-        .map(|_| iperf3(&b.ns, &a.ns, b.ip, seconds))
+        .map(|_| iperf3(&b.ns.name, &a.ns.name, b.ip, seconds))
         .collect::<anyhow::Result<_>>()?;
     drop(worker);
     drop((a, b));
@@ -267,13 +287,121 @@ fn netns_bench_pods(seconds: u32) -> anyhow::Result<ExitCode> {
         sh(&["-n", &ns.name, "link", "set", "lo", "up"])?;
     }
     let kernel_runs: Vec<f64> = (0..3)
-        .map(|_| iperf3(&kb, &ka, std::net::Ipv4Addr::new(10, 9, 0, 3), seconds))
+        .map(|_| {
+            iperf3(
+                &kb.name,
+                &ka.name,
+                std::net::Ipv4Addr::new(10, 9, 0, 3),
+                seconds,
+            )
+        })
         .collect::<anyhow::Result<_>>()?;
     let (e, k) = (median(engine_runs.clone()), median(kernel_runs.clone()));
     println!("pod-to-pod TCP, iperf3, {seconds} s runs, median of 3");
     println!("  through the engine (TAP ports):     {e:7.2} Gbit/s  runs {engine_runs:.2?}");
     println!("  kernel path (veth + Linux bridge):  {k:7.2} Gbit/s  runs {kernel_runs:.2?}");
     println!("  ratio engine/kernel:                {:7.3}", e / k);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn netns_bench_cluster(seconds: u32, bin_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    use contiv_harness::cluster::{down, exec_in, up, ClusterSpec, Transport};
+    let harness = std::env::current_exe().context("own path")?;
+    let bin_dir = match bin_dir {
+        Some(d) => d,
+        None => harness.parent().context("own directory")?.to_path_buf(),
+    };
+    let root = std::env::temp_dir().join(format!("contiv-bench-{}", std::process::id()));
+    let name = format!("b{}", std::process::id() % 100_000);
+    let spec = ClusterSpec {
+        name: name.clone(),
+        nodes: 2,
+        pods_per_node: 1,
+        transport: Transport::Vxlan,
+        bin_dir,
+        harness,
+        state_root: root.clone(),
+    };
+    let state = up(&spec)?;
+    let measure = || -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+        let (a, b) = (&state.pods[0], &state.pods[1]);
+        // The first packet towards an unresolved next hop becomes an ARP request.
+        let _ = exec_in(&a.netns, &["ping", "-c", "2", "-W", "1", &b.ip.to_string()]);
+        let engine: Vec<f64> = (0..3)
+            .map(|_| iperf3(&b.netns, &a.netns, b.ip, seconds))
+            .collect::<anyhow::Result<_>>()?;
+        // The kernel's VXLAN between two namespaces on the same bridge, the same MTU.
+        let bridge = state.bridge.clone().context("bridge")?;
+        let mut kernel_ns = Vec::new();
+        for (i, tag) in [(1, "ka"), (2, "kb")] {
+            let ns = format!("{name}-{tag}");
+            let veth = format!("{name}-{tag}");
+            let sh = |args: &[&str]| -> anyhow::Result<()> {
+                let out = std::process::Command::new(args[0])
+                    .args(&args[1..])
+                    .output()?;
+                anyhow::ensure!(
+                    out.status.success(),
+                    "{}: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                Ok(())
+            };
+            sh(&["ip", "netns", "add", &ns])?;
+            kernel_ns.push(ns.clone());
+            sh(&[
+                "ip", "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+            ])?;
+            sh(&["ip", "link", "set", &veth, "master", &bridge, "up"])?;
+            let under = format!("192.168.17.{i}/24");
+            let peer = format!("192.168.17.{}", 3 - i);
+            let over = format!("10.200.0.{i}/24");
+            for args in [
+                vec!["ip", "link", "set", "lo", "up"],
+                vec!["ip", "addr", "add", &under, "dev", "eth0"],
+                vec!["ip", "link", "set", "eth0", "up"],
+                vec![
+                    "ip", "link", "add", "vx0", "type", "vxlan", "id", "20", "remote", &peer,
+                    "dstport", "4789", "dev", "eth0",
+                ],
+                vec!["ip", "link", "set", "vx0", "mtu", "1450", "up"],
+                vec!["ip", "addr", "add", &over, "dev", "vx0"],
+            ] {
+                let mut full = vec!["ip", "netns", "exec", &ns];
+                full.extend(args);
+                sh(&full)?;
+            }
+        }
+        let kernel = (0..3)
+            .map(|_| {
+                iperf3(
+                    &kernel_ns[1],
+                    &kernel_ns[0],
+                    std::net::Ipv4Addr::new(10, 200, 0, 2),
+                    seconds,
+                )
+            })
+            .collect::<anyhow::Result<Vec<f64>>>();
+        for ns in &kernel_ns {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", ns])
+                .output();
+        }
+        Ok((engine, kernel?))
+    };
+    let result = measure();
+    down(&root, &name)?;
+    let _ = std::fs::remove_dir_all(&root);
+    let (engine_runs, kernel_runs) = result?;
+    let (e, k) = (median(engine_runs.clone()), median(kernel_runs.clone()));
+    println!("cross-node pod-to-pod TCP over VXLAN, iperf3, {seconds} s runs, median of 3");
+    println!("  through the engines (TAP pods, AF_PACKET uplinks): {e:7.2} Gbit/s  runs {engine_runs:.2?}");
+    println!("  kernel VXLAN (veth + bridge underlay):             {k:7.2} Gbit/s  runs {kernel_runs:.2?}");
+    println!(
+        "  ratio engine/kernel:                               {:7.3}",
+        e / k
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -378,6 +506,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 print!("{}", state.describe());
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Netns(NetnsCommand::BenchCluster { seconds, bin_dir }) => {
+            netns_bench_cluster(seconds, bin_dir)
         }
         Command::Netns(NetnsCommand::Down { name }) => {
             let state = contiv_harness::cluster::down(
