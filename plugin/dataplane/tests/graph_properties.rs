@@ -14,6 +14,8 @@ fn mutated_frame() -> impl Strategy<Value = Vec<u8>> {
         Just(udp(A_MAC, R0_MAC, A_IP, B_IP, 64, b"payload")),
         Just(udp(A_MAC, R0_MAC, A_IP, B_IP, 1, b"payload")),
         Just(udp(A_MAC, R0_MAC, A_IP, R0_IP, 64, b"to us")),
+        Just(udp(B_MAC, R1_MAC, B_IP, R1_IP, 64, b"reply to a session")),
+        Just(echo_request(B_MAC, R1_MAC, B_IP, R1_IP, 64, 1)),
         Just(echo_request(A_MAC, R0_MAC, A_IP, R0_IP, 64, 1)),
         Just(echo_request(
             A_MAC,
@@ -60,8 +62,20 @@ proptest! {
     fn every_packet_is_forwarded_or_dropped_with_a_reason(
         vectors in prop::collection::vec((any::<bool>(), prop::collection::vec(any_frame(), 1..40)), 1..6),
         learn in any::<bool>(),
+        snat in any::<bool>(),
     ) {
         let mut r = Router::new(learn);
+        if snat {
+            // Port 1 as the uplink: A's traffic to B is translated, B's to R1 looked up.
+            r.tables.commit(&[contiv_dataplane::TableChange::SetSnat(Some(
+                contiv_dataplane::SnatConfig {
+                    uplink: 1,
+                    external: R1_IP,
+                    inside: vec![net("10.0.1.0/24")],
+                    exempt: vec![net("10.0.5.0/24")],
+                },
+            ))]).unwrap();
+        }
         r.engine.trace_add(8);
         let mut sent = 0u64;
         for (i, (on_b, frames)) in vectors.iter().enumerate() {

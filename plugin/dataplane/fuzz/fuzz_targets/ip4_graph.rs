@@ -36,6 +36,13 @@ fn world() -> World {
             ),
             TableChange::SetInterface(Interface::new(1, "r1", MacAddr::local(0x11)).with_address("10.0.2.1/24".parse().unwrap())),
             TableChange::SetNeighbour { port: 1, ip: "10.0.2.2".parse().unwrap(), mac: MacAddr::local(0xb) },
+            // Port 1 as the uplink, so nat44-out and nat44-in see fuzzed packets too.
+            TableChange::SetSnat(Some(contiv_dataplane::SnatConfig {
+                uplink: 1,
+                external: "10.0.2.1".parse().unwrap(),
+                inside: vec!["10.0.1.0/24".parse().unwrap()],
+                exempt: vec!["10.0.5.0/24".parse().unwrap()],
+            })),
         ])
         .unwrap();
     World { engine, pool, far: [a, b], now: 0 }
