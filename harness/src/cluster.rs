@@ -235,7 +235,7 @@ fn wait_for(
 }
 
 fn is_root() -> bool {
-    // SAFETY-free: read the effective user from /proc rather than calling libc.
+    // The effective user from /proc: no libc call (unsafe stays in hw).
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
