@@ -1,5 +1,6 @@
 //! `contiv-harness dump`: fetches a contiv-vswitch agent's `/dump` and shows desired
-//! against applied state as a table a person can read.
+//! against applied state as a table a person can read; and the small HTTP/1.0 client
+//! the harness uses for the agents, contiv-ksr and the API server.
 
 use std::fmt::Write as _;
 use std::io::{Read, Write};
@@ -20,13 +21,14 @@ pub enum DumpError {
     Json(String),
 }
 
-/// GETs `/dump` from the agent at `url` (`http://127.0.0.1:9999`).
-pub fn fetch_dump(url: &str) -> Result<Value, DumpError> {
-    let hostport = url
-        .strip_prefix("http://")
-        .map(|r| r.trim_end_matches('/'))
-        .filter(|r| !r.is_empty() && !r.contains('/'))
-        .ok_or_else(|| DumpError::Url(url.into()))?;
+/// One HTTP/1.0 request to `hostport` (`127.0.0.1:9999`), with a JSON body when given;
+/// returns the status code and the body. Bounded: 3 s to connect, 10 s to answer.
+pub fn http_request(
+    hostport: &str,
+    method: &str,
+    path: &str,
+    json_body: Option<&str>,
+) -> Result<(u16, String), DumpError> {
     let connect_err = |reason: String| DumpError::Connect {
         addr: hostport.into(),
         reason,
@@ -39,20 +41,46 @@ pub fn fetch_dump(url: &str) -> Result<Value, DumpError> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))
         .map_err(|e| connect_err(e.to_string()))?;
     let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-    write!(s, "GET /dump HTTP/1.0\r\nHost: {hostport}\r\n\r\n")
+    let request = match json_body {
+        Some(b) => format!(
+            "{method} {path} HTTP/1.0\r\nHost: {hostport}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
+            b.len()
+        ),
+        None => format!("{method} {path} HTTP/1.0\r\nHost: {hostport}\r\n\r\n"),
+    };
+    s.write_all(request.as_bytes())
         .map_err(|e| connect_err(e.to_string()))?;
     let mut text = String::new();
     s.read_to_string(&mut text)
         .map_err(|e| connect_err(e.to_string()))?;
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.lines().next().unwrap_or_default().to_string();
-    if !status.contains(" 200 ") {
+    let status_line = head.lines().next().unwrap_or_default();
+    let status = status_line
+        .strip_prefix("HTTP/1.")
+        .and_then(|r| r.get(2..5))
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| DumpError::Status {
+            status: status_line.into(),
+            body: body.trim().into(),
+        })?;
+    Ok((status, body.to_string()))
+}
+
+/// GETs `/dump` from the agent at `url` (`http://127.0.0.1:9999`).
+pub fn fetch_dump(url: &str) -> Result<Value, DumpError> {
+    let hostport = url
+        .strip_prefix("http://")
+        .map(|r| r.trim_end_matches('/'))
+        .filter(|r| !r.is_empty() && !r.contains('/'))
+        .ok_or_else(|| DumpError::Url(url.into()))?;
+    let (status, body) = http_request(hostport, "GET", "/dump", None)?;
+    if status != 200 {
         return Err(DumpError::Status {
-            status,
+            status: status.to_string(),
             body: body.trim().into(),
         });
     }
-    serde_json::from_str(body).map_err(|e| DumpError::Json(e.to_string()))
+    serde_json::from_str(&body).map_err(|e| DumpError::Json(e.to_string()))
 }
 
 /// The dump as text: the node, each item's state, ports, routes and allocations.

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::agent_dump::fetch_dump;
+use crate::agent_dump::{fetch_dump, http_request};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -186,7 +186,8 @@ impl ClusterState {
     }
 }
 
-fn run(args: &[&str]) -> Result<String, ClusterError> {
+/// Runs a command; its standard output, or an error with its standard error.
+pub fn run(args: &[&str]) -> Result<String, ClusterError> {
     let out = Command::new(args[0])
         .args(&args[1..])
         .output()
@@ -200,7 +201,8 @@ fn run(args: &[&str]) -> Result<String, ClusterError> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn in_ns(ns: &str, args: &[&str]) -> Result<String, ClusterError> {
+/// Runs `args` in namespace `ns`.
+pub fn exec_in(ns: &str, args: &[&str]) -> Result<String, ClusterError> {
     let mut all = vec!["ip", "netns", "exec", ns];
     all.extend_from_slice(args);
     run(&all)
@@ -234,18 +236,6 @@ fn wait_for(
     }
 }
 
-fn is_root() -> bool {
-    // The effective user from /proc: no libc call (unsafe stays in hw).
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
-}
-
 /// Starts a process in its own process group (a Ctrl-C at the terminal that ran `up`
 /// does not reach it), its output to `log`.
 fn spawn(state: &mut ClusterState, what: &str, cmd: &mut Command) -> Result<u32, ClusterError> {
@@ -266,51 +256,23 @@ fn spawn(state: &mut ClusterState, what: &str, cmd: &mut Command) -> Result<u32,
 }
 
 fn http_ok(addr: &str, path: &str) -> Result<bool, String> {
-    use std::io::{Read, Write};
-    let addr: std::net::SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300))
-        .map_err(|e| e.to_string())?;
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    write!(s, "GET {path} HTTP/1.0\r\n\r\n").map_err(|e| e.to_string())?;
-    let mut text = String::new();
-    let _ = s.read_to_string(&mut text);
-    Ok(status_of(&text) == Some(200))
-}
-
-/// The status code of an HTTP/1.x response.
-fn status_of(response: &str) -> Option<u16> {
-    response
-        .strip_prefix("HTTP/1.")
-        .and_then(|r| r.get(2..5))
-        .and_then(|c| c.parse().ok())
+    http_request(addr, "GET", path, None)
+        .map(|(status, _)| status == 200)
+        .map_err(|e| e.to_string())
 }
 
 fn post_json(addr: &str, path: &str, body: &str) -> Result<(), ClusterError> {
-    use std::io::{Read, Write};
-    let sock: std::net::SocketAddr = addr.parse().map_err(|e| step(addr, e))?;
-    let mut s = std::net::TcpStream::connect_timeout(&sock, Duration::from_secs(2))
+    let (status, answer) = http_request(addr, "POST", path, Some(body))
         .map_err(|e| step(format!("POST {path}"), e))?;
-    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-    write!(
-        s,
-        "POST {path} HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .map_err(|e| step(format!("POST {path}"), e))?;
-    let mut text = String::new();
-    let _ = s.read_to_string(&mut text);
-    if !matches!(status_of(&text), Some(200..=299)) {
-        return Err(step(
-            format!("POST {path}"),
-            text.lines().next().unwrap_or(""),
-        ));
+    if !(200..300).contains(&status) {
+        return Err(step(format!("POST {path}"), format!("{status}: {answer}")));
     }
     Ok(())
 }
 
 /// Builds the cluster. On any failure, removes what it made and returns the error.
 pub fn up(spec: &ClusterSpec) -> Result<ClusterState, ClusterError> {
-    if !is_root() {
+    if !contiv_hw::netns::is_root() {
         return Err(ClusterError::NotRoot);
     }
     let name_ok = !spec.name.is_empty()
@@ -451,7 +413,7 @@ fn build(spec: &ClusterSpec, state: &mut ClusterState) -> Result<(), ClusterErro
     add_namespace(state, &out_ns)?;
     let veth = format!("{name}-vo");
     plug(state, &veth, &out_ns, &bridge)?;
-    in_ns(
+    exec_in(
         &out_ns,
         &[
             "ip",
@@ -462,13 +424,13 @@ fn build(spec: &ClusterSpec, state: &mut ClusterState) -> Result<(), ClusterErro
             "eth0",
         ],
     )?;
-    in_ns(&out_ns, &["ip", "link", "set", "eth0", "up"])?;
+    exec_in(&out_ns, &["ip", "link", "set", "eth0", "up"])?;
     let first = state
         .nodes
         .first()
         .map(|n| n.address.to_string())
         .unwrap_or_default();
-    in_ns(
+    exec_in(
         &out_ns,
         &["ip", "route", "add", "10.1.0.0/16", "via", &first],
     )?;
@@ -488,7 +450,7 @@ fn add_namespace(state: &mut ClusterState, ns: &str) -> Result<(), ClusterError>
     run(&["ip", "netns", "add", ns])?;
     state.namespaces.push(ns.to_string());
     state.save()?;
-    in_ns(ns, &["ip", "link", "set", "lo", "up"])?;
+    exec_in(ns, &["ip", "link", "set", "lo", "up"])?;
     Ok(())
 }
 
@@ -506,12 +468,12 @@ fn plug(
     state.links.push(root_end.to_string());
     state.save()?;
     run(&["ip", "link", "set", &tmp, "netns", ns])?;
-    in_ns(ns, &["ip", "link", "set", &tmp, "name", "eth0"])?;
+    exec_in(ns, &["ip", "link", "set", &tmp, "name", "eth0"])?;
     // A veth hands its peer frames with the checksum left to the hardware and TCP
     // segments merged up to 64 KB; frames on a wire are whole and at most the MTU.
     // The underlay is made to behave as a wire (the AF_PACKET uplink drops what is
     // larger than a buffer, counted, rather than read half of it).
-    in_ns(
+    exec_in(
         ns,
         &[
             "ethtool", "-K", "eth0", "tx", "off", "tso", "off", "gso", "off", "gro", "off",
@@ -535,7 +497,7 @@ fn add_node(
     plug(state, &format!("{name}-v{i}"), &ns, bridge)?;
     // The uplink carries no address in the host stack: the dataplane owns the node
     // address on it. It must be up for AF_PACKET to see frames.
-    in_ns(&ns, &["ip", "link", "set", "eth0", "up"])?;
+    exec_in(&ns, &["ip", "link", "set", "eth0", "up"])?;
     // The node object, as a kubelet would register it.
     post_json(
         state.apiserver.trim_start_matches("http://"),
@@ -723,15 +685,10 @@ fn stop_process(what: &str, pid: u32) {
 
 /// `netns down`: removes the cluster named `name`.
 pub fn down(state_root: &Path, name: &str) -> Result<ClusterState, ClusterError> {
-    if !is_root() {
+    if !contiv_hw::netns::is_root() {
         return Err(ClusterError::NotRoot);
     }
     let state = ClusterState::load(state_root, name)?;
     teardown(&state);
     Ok(state)
-}
-
-/// Runs `args` in namespace `ns` (for tests and scripts).
-pub fn exec_in(ns: &str, args: &[&str]) -> Result<String, ClusterError> {
-    in_ns(ns, args)
 }

@@ -263,15 +263,9 @@ fn netns_bench_pods(seconds: u32) -> anyhow::Result<ExitCode> {
     let br = Netns::create(&format!("cb-br-{pid}"))?;
     let ka = Netns::create(&format!("cb-ka-{pid}"))?;
     let kb = Netns::create(&format!("cb-kb-{pid}"))?;
-    let sh = |args: &[&str]| -> anyhow::Result<()> {
-        let out = std::process::Command::new("ip").args(args).output()?;
-        anyhow::ensure!(
-            out.status.success(),
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(())
+    let sh = |args: &[&str]| {
+        let ip: Vec<&str> = std::iter::once("ip").chain(args.iter().copied()).collect();
+        contiv_harness::cluster::run(&ip).map(drop)
     };
     sh(&["-n", &br.name, "link", "add", "br0", "type", "bridge"])?;
     sh(&["-n", &br.name, "link", "set", "br0", "up"])?;
@@ -336,18 +330,7 @@ fn netns_bench_cluster(seconds: u32, bin_dir: Option<PathBuf>) -> anyhow::Result
         for (i, tag) in [(1, "ka"), (2, "kb")] {
             let ns = format!("{name}-{tag}");
             let veth = format!("{name}-{tag}");
-            let sh = |args: &[&str]| -> anyhow::Result<()> {
-                let out = std::process::Command::new(args[0])
-                    .args(&args[1..])
-                    .output()?;
-                anyhow::ensure!(
-                    out.status.success(),
-                    "{}: {}",
-                    args.join(" "),
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                Ok(())
-            };
+            let sh = |args: &[&str]| contiv_harness::cluster::run(args).map(drop);
             sh(&["ip", "netns", "add", &ns])?;
             kernel_ns.push(ns.clone());
             sh(&[
@@ -368,9 +351,7 @@ fn netns_bench_cluster(seconds: u32, bin_dir: Option<PathBuf>) -> anyhow::Result
                 vec!["ip", "link", "set", "vx0", "mtu", "1450", "up"],
                 vec!["ip", "addr", "add", &over, "dev", "vx0"],
             ] {
-                let mut full = vec!["ip", "netns", "exec", &ns];
-                full.extend(args);
-                sh(&full)?;
+                exec_in(&ns, &args)?;
             }
         }
         let kernel = (0..3)

@@ -4,7 +4,6 @@
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use contiv_dataplane::{Engine, EngineConfig, Interface, Ipv4Net, TableChange, TableHandle};
@@ -13,11 +12,7 @@ use contiv_hw::netns::in_netns;
 use contiv_hw::{AfPacketConfig, AfPacketPort, BufferPool, MacAddr};
 
 fn needs_root() -> bool {
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false);
+    let root = contiv_hw::netns::is_root();
     if !root {
         assert!(
             std::env::var_os("CONTIV_REQUIRE_TOOLS").is_none(),

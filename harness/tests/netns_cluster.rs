@@ -18,14 +18,6 @@ use contiv_harness::cluster::{
 };
 use contiv_hw::netns::in_netns;
 
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
 /// Removes the cluster however the test ends.
 struct Up {
     state: ClusterState,
@@ -39,7 +31,7 @@ impl Drop for Up {
 }
 
 fn start(tag: char, transport: Transport) -> Option<Up> {
-    if !is_root() {
+    if !contiv_hw::netns::is_root() {
         assert!(
             std::env::var_os("CONTIV_REQUIRE_TOOLS").is_none(),
             "ci/test.sh runs as root; this test needs root for network namespaces"
@@ -184,21 +176,21 @@ fn capture(bridge: &str, filter: &str, count: u32, traffic: impl FnOnce()) -> St
         seen.push(byte[0]);
     }
     traffic();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while td.try_wait().expect("tcpdump").is_none() {
-        if Instant::now() > deadline {
-            let _ = td.kill();
-            break;
+    // tcpdump ends after `count` packets; bounded: stopped (and what it has printed
+    // kept) if they do not come.
+    let pid = td.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(td.wait_with_output());
+    });
+    let out = match rx.recv_timeout(Duration::from_secs(10)) {
+        Ok(out) => out,
+        Err(_) => {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+            rx.recv().expect("tcpdump waiter")
         }
-        std::thread::yield_now();
-    }
-    let mut out = String::new();
-    td.stdout
-        .take()
-        .expect("stdout")
-        .read_to_string(&mut out)
-        .unwrap();
-    out
+    };
+    String::from_utf8_lossy(&out.expect("tcpdump").stdout).into_owned()
 }
 
 fn suite(tag: char, transport: Transport) {

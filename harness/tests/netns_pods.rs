@@ -13,16 +13,8 @@ use contiv_harness::lab::{wire_host_interconnect, wire_pod, Netns, Pod, Worker, 
 use contiv_hw::netns::{in_netns, move_to_netns};
 use contiv_hw::{BufferPool, MacAddr, TapPort};
 
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
 fn needs_root() -> bool {
-    if is_root() {
+    if contiv_hw::netns::is_root() {
         return true;
     }
     assert!(

@@ -39,6 +39,12 @@ pub enum NetnsError {
 
 /// Runs `f` on a new thread inside the network namespace at `path` (e.g.
 /// `/var/run/netns/pod1` or `/proc/<pid>/ns/net`) and returns its result.
+/// Whether this process runs as root (namespaces, TAP devices and AF_PACKET need it).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
 pub fn in_netns<T, F>(path: &Path, f: F) -> Result<T, NetnsError>
 where
     T: Send + 'static,

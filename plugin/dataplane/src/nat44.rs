@@ -118,6 +118,28 @@ enum TcpState {
     Closing,
 }
 
+impl Session {
+    /// A packet of the session went by: it is alive, and its TCP flags move the state
+    /// (the first answer from outside establishes it; RST, or FIN both ways, closes it).
+    fn touch(&mut self, now: Timestamp, flags: u8, outbound: bool) {
+        self.last_seen = now;
+        if flags & TCP_RST != 0 {
+            self.tcp = TcpState::Closing;
+        } else if flags & TCP_FIN != 0 {
+            if outbound {
+                self.fin_out = true;
+            } else {
+                self.fin_in = true;
+            }
+            if self.fin_out && self.fin_in {
+                self.tcp = TcpState::Closing;
+            }
+        } else if !outbound && self.inside.proto == PROTO_TCP && self.tcp == TcpState::Opening {
+            self.tcp = TcpState::Established;
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 struct Session {
     /// As the inside sends it.
@@ -326,23 +348,14 @@ impl Nat44Sessions {
             .allocate(inside.sport)
             .ok_or(NewSessionError::NoPorts)?;
         self.free.pop();
-        let outside = if inside.proto == PROTO_ICMP {
-            // The echo reply comes back with the identifier we chose.
-            FlowKey {
-                src: inside.dst,
-                dst: u32::from(external),
-                sport: 0,
-                dport: port,
-                proto: inside.proto,
-            }
-        } else {
-            FlowKey {
-                src: inside.dst,
-                dst: u32::from(external),
-                sport: inside.dport,
-                dport: port,
-                proto: inside.proto,
-            }
+        // Replies come from the remote end to the external port (for ICMP, the echo
+        // reply with the identifier we chose; the inside key's dport is 0 then too).
+        let outside = FlowKey {
+            src: inside.dst,
+            dst: u32::from(external),
+            sport: inside.dport,
+            dport: port,
+            proto: inside.proto,
         };
         self.slab[index as usize] = Some(Session {
             inside,
@@ -355,6 +368,28 @@ impl Nat44Sessions {
         self.by_inside.insert(inside, index);
         self.by_outside.insert(outside, index);
         Ok(index)
+    }
+
+    /// The live session of `key`, as sent from the inside (`outbound`) or from the
+    /// outside; one found idle past its timeout is removed first. Returns the session
+    /// and whether one expired.
+    fn live(&mut self, outbound: bool, key: &FlowKey, now: Timestamp) -> (Option<u32>, bool) {
+        let index = if outbound {
+            self.by_inside.get(key)
+        } else {
+            self.by_outside.get(key)
+        };
+        let Some(&index) = index else {
+            return (None, false);
+        };
+        if self.slab[index as usize]
+            .as_ref()
+            .is_none_or(|s| self.expired(s, now))
+        {
+            self.remove(index);
+            return (None, true);
+        }
+        (Some(index), false)
     }
 
     /// The sessions, sorted, for display.
@@ -556,17 +591,9 @@ impl Nat44Out {
             }
             Err(NoFlow::Drop(reason)) => return drop_verdict(reason),
         };
-        let nat = &mut cx.w.nat;
-        let mut found = nat.by_inside.get(&key).copied();
-        if let Some(i) = found {
-            if nat.slab[i as usize]
-                .as_ref()
-                .is_none_or(|s| nat.expired(s, now))
-            {
-                nat.remove(i);
-                cx.w.counters.add(Counter::NatSessionsExpired, 1);
-                found = None;
-            }
+        let (found, expired) = cx.w.nat.live(true, &key, now);
+        if expired {
+            cx.count(Counter::NatSessionsExpired);
         }
         let nat = &mut cx.w.nat;
         let index = match found {
@@ -589,15 +616,7 @@ impl Nat44Out {
         let Some(s) = cx.w.nat.slab[index as usize].as_mut() else {
             return drop_verdict(Counter::NatTableFull);
         };
-        s.last_seen = now;
-        if flags & TCP_RST != 0 {
-            s.tcp = TcpState::Closing;
-        } else if flags & TCP_FIN != 0 {
-            s.fin_out = true;
-            if s.fin_in {
-                s.tcp = TcpState::Closing;
-            }
-        }
+        s.touch(now, flags, true);
         let ext_port = s.outside.dport;
         let external = s.outside.dst;
         let port_at = if key.proto == PROTO_ICMP { 4 } else { 0 };
@@ -647,32 +666,14 @@ impl Nat44In {
         let Ok((key, flags, _)) = flow_of(ip, false) else {
             return 1;
         };
-        let nat = &mut cx.w.nat;
-        let Some(&index) = nat.by_outside.get(&key) else {
+        let (found, expired) = cx.w.nat.live(false, &key, now);
+        if expired {
+            cx.count(Counter::NatSessionsExpired);
+        }
+        let Some(s) = found.and_then(|i| cx.w.nat.slab[i as usize].as_mut()) else {
             return 1;
         };
-        if nat.slab[index as usize]
-            .as_ref()
-            .is_some_and(|s| nat.expired(s, now))
-        {
-            nat.remove(index);
-            cx.w.counters.add(Counter::NatSessionsExpired, 1);
-            return 1;
-        }
-        let Some(s) = nat.slab[index as usize].as_mut() else {
-            return 1;
-        };
-        s.last_seen = now;
-        if flags & TCP_RST != 0 {
-            s.tcp = TcpState::Closing;
-        } else if flags & TCP_FIN != 0 {
-            s.fin_in = true;
-            if s.fin_out {
-                s.tcp = TcpState::Closing;
-            }
-        } else if s.inside.proto == PROTO_TCP && s.tcp == TcpState::Opening {
-            s.tcp = TcpState::Established;
-        }
+        s.touch(now, flags, false);
         let (inside_addr, inside_port) = (s.inside.src, s.inside.sport);
         let port_at = if key.proto == PROTO_ICMP { 4 } else { 2 };
         let ip = &mut pkt.data_mut()[ETH_HDR_LEN..];

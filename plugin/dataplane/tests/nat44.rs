@@ -72,8 +72,9 @@ fn udp_ports(
 
 const SYN: u8 = 1;
 const ACK: u8 = 2;
+const RST: u8 = 4;
 
-/// A TCP segment with the `SYN` and `ACK` bits of `flags`.
+/// A TCP segment with the `SYN`, `ACK` and `RST` bits of `flags`.
 fn tcp(
     src_mac: MacAddr,
     src: Ipv4Addr,
@@ -92,6 +93,9 @@ fn tcp(
     }
     if ack {
         b = b.ack(1);
+    }
+    if flags & RST != 0 {
+        b = b.rst();
     }
     let mut v = Vec::new();
     b.write(&mut v, payload).unwrap();
@@ -227,6 +231,42 @@ fn tcp_sessions_open_only_with_a_syn() {
     assert_eq!(inspect(&at_b[0]).0, (A_IP, 8080));
     assert_eq!(r.engine.counter(Counter::NatPassedUntranslated), 1);
     assert_eq!(r.engine.counter(Counter::NatSessionsCreated), 1);
+}
+
+#[test]
+fn tcp_state_sets_the_idle_timeout() {
+    // Transitory 2 s, established 100 s.
+    let mut r = nat_router(NatConfig {
+        max_sessions: 16,
+        timeouts: NatTimeouts {
+            tcp_transitory: 2_000_000_000,
+            tcp_established: 100_000_000_000,
+            ..Default::default()
+        },
+    });
+    let at = |r: &mut Router, ms: u64| r.now = Timestamp::from_millis(ms);
+    // A SYN nobody answers lives as long as the transitory timeout.
+    r.send_from_a(&[tcp(A_MAC, A_IP, B_IP, (40001, 80), SYN, b"")]);
+    at(&mut r, 3_000);
+    r.send_from_a(&[udp_ports(A_MAC, A_IP, B_IP, 4000, 53, b"sweep")]);
+    assert_eq!(r.engine.counter(Counter::NatSessionsExpired), 1);
+
+    // Answered, it is established and outlives the transitory timeout.
+    r.send_from_a(&[tcp(A_MAC, A_IP, B_IP, (40002, 80), SYN, b"")]);
+    r.send_from_b(&[tcp(B_MAC, B_IP, R1_IP, (80, 40002), SYN | ACK, b"")]);
+    at(&mut r, 10_000);
+    let (at_a, _) = r.send_from_b(&[tcp(B_MAC, B_IP, R1_IP, (80, 40002), ACK, b"data")]);
+    assert_eq!(
+        at_a.len(),
+        1,
+        "established session still there after 7 s idle"
+    );
+    // A reset makes it transitory again: gone 2 s later.
+    r.send_from_a(&[tcp(A_MAC, A_IP, B_IP, (40002, 80), RST | ACK, b"")]);
+    at(&mut r, 12_500);
+    let (at_a, _) = r.send_from_b(&[tcp(B_MAC, B_IP, R1_IP, (80, 40002), ACK, b"late")]);
+    assert!(at_a.is_empty(), "reset session expired");
+    assert!(r.engine.counter(Counter::NatSessionsExpired) >= 2);
 }
 
 #[test]

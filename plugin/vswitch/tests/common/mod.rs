@@ -18,18 +18,10 @@ use serde_json::Value;
 pub const CNI: &str = env!("CARGO_BIN_EXE_contiv-cni");
 pub const AGENT: &str = env!("CARGO_BIN_EXE_contiv-vswitch");
 
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
 /// Whether this machine can run the test (root, etcd); under `ci/test.sh` it must.
 pub fn can_run() -> bool {
     let etcd = Command::new("etcd").arg("--version").output().is_ok();
-    if is_root() && etcd {
+    if contiv_hw::netns::is_root() && etcd {
         return true;
     }
     assert!(
