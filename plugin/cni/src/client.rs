@@ -22,11 +22,30 @@ pub async fn connect(
     timeout: Duration,
 ) -> Result<RemoteCniClient<Channel>, ClientError> {
     let path = PathBuf::from(socket);
+    connect_with(socket, timeout, move || {
+        let path = path.clone();
+        async move { tokio::net::UnixStream::connect(path).await }
+    })
+    .await
+}
+
+/// Connects to the agent at `target` through `dial` (a unix socket in production, the
+/// simulated network in the simulation), with the same bounds and keepalives.
+pub async fn connect_with<F, Fut, IO>(
+    target: &str,
+    timeout: Duration,
+    dial: F,
+) -> Result<RemoteCniClient<Channel>, ClientError>
+where
+    F: Fn() -> Fut + Send + Clone + 'static,
+    Fut: std::future::Future<Output = std::io::Result<IO>> + Send + 'static,
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let err = |reason: String| ClientError::Connect {
-        socket: socket.to_string(),
+        socket: target.to_string(),
         reason,
     };
-    // The URI is required by the API but unused: the connector below dials the socket.
+    // The URI is required by the API but unused: the connector below dials.
     let endpoint = Endpoint::from_static("http://contiv-vswitch.invalid")
         .connect_timeout(timeout)
         .timeout(timeout)
@@ -36,11 +55,8 @@ pub async fn connect(
     let channel = tokio::time::timeout(
         timeout,
         endpoint.connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move {
-                let stream = tokio::net::UnixStream::connect(path).await?;
-                Ok::<_, std::io::Error>(TokioIo::new(stream))
-            }
+            let dial = dial.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(dial().await?)) }
         })),
     )
     .await

@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::client::connect;
+use tonic::transport::Channel;
+
+use crate::client::{connect, ClientError};
+use crate::proto::remote_cni_client::RemoteCniClient;
 use crate::proto::{self, CniReply, CniRequest, GcRequest, StatusRequest};
 use crate::spec::{
     add_result, code, parse_attachment, parse_config, requested_version, version_result, CniError,
@@ -36,19 +39,58 @@ impl Outcome {
     }
 }
 
+/// What one invocation needs of the world it runs in: its environment, whether a
+/// namespace exists, and a channel to the agent. The binary's is the process's; the
+/// simulated cluster's kubelet has simulated namespaces and a simulated network.
+pub trait Invocation {
+    fn var(&self, name: &str) -> Option<String>;
+    fn netns_exists(&self, netns: &str) -> bool;
+    fn connect(
+        &self,
+        server: &str,
+        timeout: Duration,
+    ) -> impl std::future::Future<Output = Result<RemoteCniClient<Channel>, ClientError>>;
+}
+
+/// The process's world: `var` reads the environment, the agent is on a unix socket.
+struct HostInvocation<'a> {
+    var: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Invocation for HostInvocation<'_> {
+    fn var(&self, name: &str) -> Option<String> {
+        (self.var)(name)
+    }
+
+    fn netns_exists(&self, netns: &str) -> bool {
+        Path::new(netns).exists()
+    }
+
+    async fn connect(
+        &self,
+        server: &str,
+        timeout: Duration,
+    ) -> Result<RemoteCniClient<Channel>, ClientError> {
+        connect(server, timeout).await
+    }
+}
+
 /// Runs one invocation: `var` reads the environment, `stdin` is the configuration.
 pub async fn run(var: &dyn Fn(&str) -> Option<String>, stdin: &[u8]) -> Outcome {
+    run_in(&HostInvocation { var }, stdin).await
+}
+
+/// Runs one invocation in the world `inv` gives.
+pub async fn run_in(inv: &impl Invocation, stdin: &[u8]) -> Outcome {
     let version = requested_version(stdin).unwrap_or_else(|| SPEC_VERSION.to_string());
-    match run_command(var, stdin).await {
+    match run_command(inv, stdin).await {
         Ok(v) => Outcome::ok(v),
         Err(e) => Outcome::error(&e, &version),
     }
 }
 
-async fn run_command(
-    var: &dyn Fn(&str) -> Option<String>,
-    stdin: &[u8],
-) -> Result<Option<Value>, CniError> {
+async fn run_command(inv: &impl Invocation, stdin: &[u8]) -> Result<Option<Value>, CniError> {
+    let var = &|k: &str| inv.var(k);
     let command_str = var("CNI_COMMAND").unwrap_or_default();
     let command = Command::parse(&command_str).ok_or_else(|| {
         CniError::new(
@@ -82,7 +124,7 @@ async fn run_command(
         Command::Add | Command::Del | Command::Check => {
             let a = parse_attachment(command, var)?;
             if let Some(ns) = &a.netns {
-                if command != Command::Del && !Path::new(ns).exists() {
+                if command != Command::Del && !inv.netns_exists(ns) {
                     return Err(CniError::new(
                         code::INVALID_ENVIRONMENT,
                         format!("CNI_NETNS {ns} does not exist"),
@@ -101,7 +143,7 @@ async fn run_command(
         }
         _ => None,
     };
-    let mut client = connect(&conf.grpc_server, timeout).await.map_err(|e| {
+    let mut client = inv.connect(&conf.grpc_server, timeout).await.map_err(|e| {
         CniError::new(
             unreachable_code,
             "the contiv-vswitch agent is not reachable",

@@ -17,7 +17,6 @@ use std::time::Duration;
 use contiv_cni::proto::{self, CniReply, CniRequest, GcRequest};
 use contiv_cni::spec::{code, valid_ifname};
 use contiv_dataplane::{Adjacency, Ipv4Net};
-use contiv_hw::netns::inspect_interface;
 use contiv_store::Store;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
@@ -461,7 +460,7 @@ impl<S: Store + Clone> Agent<S> {
         let allocations = self.ipam.allocations().await?;
         let mut live = BTreeSet::new();
         for (ip, a, _) in allocations {
-            if a.netns.is_empty() || !Path::new(&a.netns).exists() {
+            if a.netns.is_empty() || !self.applier.host().netns_exists(Path::new(&a.netns)) {
                 tracing::info!(%ip, container = %a.container_id, netns = %a.netns,
                     "the pod's namespace is gone: releasing its address");
                 self.ipam.release(&a.container_id, &a.ifname).await?;
@@ -550,7 +549,7 @@ impl<S: Store + Clone> Agent<S> {
                 "",
             );
         }
-        if !Path::new(&r.netns).exists() {
+        if !self.applier.host().netns_exists(Path::new(&r.netns)) {
             return reply_error(
                 code::INVALID_ENVIRONMENT,
                 format!("CNI_NETNS {} does not exist", r.netns),
@@ -679,7 +678,11 @@ impl<S: Store + Clone> Agent<S> {
             }
         }
         let gw_mac = crate::wiring::gateway_mac_for(ip);
-        match inspect_interface(Path::new(&r.netns), &r.ifname) {
+        match self
+            .applier
+            .host()
+            .inspect_interface(Path::new(&r.netns), &r.ifname)
+        {
             Ok(None) => problems.push(format!("no interface {} in {}", r.ifname, r.netns)),
             Err(e) => problems.push(format!("cannot inspect {}: {e}", r.netns)),
             Ok(Some(st)) => {

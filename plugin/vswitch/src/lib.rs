@@ -4,9 +4,11 @@
 //!   that any restart finds them again.
 //! - [`reconciler`]: desired state as keyed items with dependencies, applied by an
 //!   [`reconciler::Applier`] with retries and a dump.
+//! - [`host`]: the node's operating system behind one trait (Linux, or the simulation's).
 //! - [`wiring`]: the node's items (pod TAPs, dataplane ports, routes, host interconnect,
 //!   uplink) and the applier that makes them real.
 //! - [`worker`]: the dataplane thread and the handle that adds and removes its ports.
+//! - [`node`]: one node's agent from start to stop (the binary's and the simulation's).
 //! - [`nodes`]: node discovery (every agent publishes its ID and underlay address).
 //! - [`agent`]: the event loop that serves CNI calls and keeps the node converged.
 //! - [`server`]: CNI over gRPC on a unix socket; health, metrics and the dump over HTTP.
@@ -14,8 +16,10 @@
 
 pub mod agent;
 pub mod config;
+pub mod host;
 pub mod ipam;
 pub mod nodeid;
+pub mod node;
 pub mod nodes;
 pub mod reconciler;
 pub mod server;

@@ -9,10 +9,12 @@ use clap::Parser;
 use contiv_dataplane::{Engine, EngineConfig, TableHandle};
 use contiv_hw::BufferPool;
 use contiv_store::{EtcdConfig, EtcdStore};
+use contiv_vswitch::host::LinuxHost;
 use contiv_vswitch::server::{bind_cni_socket, serve_cni, serve_http};
 use contiv_vswitch::wiring::NodeApplier;
 use contiv_vswitch::worker::DataplaneWorker;
-use contiv_vswitch::{Agent, AgentConfig, AgentMetrics};
+use contiv_vswitch::node::run_agent;
+use contiv_vswitch::{AgentConfig, AgentMetrics};
 
 #[derive(Parser)]
 #[command(
@@ -58,7 +60,7 @@ async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         &EngineConfig::default(),
     )
     .context("dataplane engine")?;
-    let applier = NodeApplier::new(DataplaneWorker::start(engine), tables);
+    let applier = NodeApplier::new(Box::new(LinuxHost), DataplaneWorker::start(engine), tables);
     let metrics = Arc::new(AgentMetrics::default());
 
     let listener = tokio::net::TcpListener::bind(cfg.http_listen)
@@ -71,54 +73,13 @@ async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     eprintln!("contiv-vswitch: /healthz /readyz /metrics /dump on http://{bound}");
 
     let socket = cfg.cni_socket.clone();
-    // The store may still be coming up (etcd and the agents start together): retry.
-    let mut wait = Duration::from_millis(200);
-    let setup = loop {
-        match Agent::prepare(cfg.clone(), store.clone()).await {
-            Ok(s) => break s,
-            Err(e @ contiv_vswitch::AgentError::Uplink(_)) => return Err(e.into()),
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?wait, "cannot start the agent yet");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(5));
-            }
-        }
-    };
-    let agent = Agent::start(setup, applier, metrics).await;
-    // Frees the IDs of nodes whose Node object KSR removes from the store.
-    let (ids_store, prefix, me) = (
-        store.clone(),
-        cfg.store.prefix.clone(),
-        cfg.node_name.clone(),
-    );
-    tokio::spawn(async move {
-        let ids = contiv_vswitch::NodeIdAllocator::new(ids_store, &prefix, u32::MAX);
-        loop {
-            let e = ids.follow_departures(&me, None).await;
-            tracing::warn!(error = %e, "following node departures failed; again in 2 s");
-            tokio::time::sleep(Duration::from_secs(2)).await;
-        }
-    });
-    // Every other node's record, for tunnels and routes.
-    let (dir_store, dir_prefix, dir_tx) =
-        (store.clone(), cfg.store.prefix.clone(), requests_tx.clone());
-    tokio::spawn(async move {
-        let dir = contiv_vswitch::nodes::NodeDirectory::new(dir_store, &dir_prefix);
-        loop {
-            let e = dir.follow(dir_tx.clone()).await;
-            tracing::warn!(error = %e, "following the node directory failed; again in 2 s");
-            tokio::time::sleep(Duration::from_secs(2)).await;
-        }
-    });
     let cni = bind_cni_socket(&socket)?;
-    eprintln!(
-        "contiv-vswitch: node {} (ID {}), CNI on {}",
-        cfg.node_name,
-        agent.node_id(),
-        socket.display()
-    );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(serve_cni(cni, requests_tx, wait_stop(stop_rx.clone())));
+    let server = tokio::spawn(serve_cni(
+        cni,
+        requests_tx.clone(),
+        wait_stop(stop_rx.clone()),
+    ));
     tokio::spawn(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("SIGTERM handler");
@@ -128,7 +89,22 @@ async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         }
         let _ = stop_tx.send(true);
     });
-    agent.run(requests_rx, wait_stop(stop_rx)).await;
+    let name = cfg.node_name.clone();
+    run_agent(
+        cfg,
+        store,
+        applier,
+        metrics,
+        (requests_tx, requests_rx),
+        |id| {
+            eprintln!(
+                "contiv-vswitch: node {name} (ID {id}), CNI on {}",
+                socket.display()
+            )
+        },
+        wait_stop(stop_rx),
+    )
+    .await?;
     let _ = server.await;
     let _ = std::fs::remove_file(&socket);
     Ok(())

@@ -99,14 +99,35 @@ pub async fn serve_cni(
     requests: mpsc::Sender<AgentRequest>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServerError> {
+    serve_cni_incoming(
+        tokio_stream::wrappers::UnixListenerStream::new(listener),
+        requests,
+        shutdown,
+    )
+    .await
+}
+
+/// Serves CNI on the connections `incoming` yields (the simulation's are on its
+/// simulated network) until `shutdown` resolves.
+pub async fn serve_cni_incoming<IO, E>(
+    incoming: impl tokio_stream::Stream<Item = Result<IO, E>>,
+    requests: mpsc::Sender<AgentRequest>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), ServerError>
+where
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(5)))
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))
         .add_service(RemoteCniServer::new(CniService::new(requests)))
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::UnixListenerStream::new(listener),
-            shutdown,
-        )
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())
 }

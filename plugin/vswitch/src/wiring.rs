@@ -13,12 +13,10 @@ use std::path::{Path, PathBuf};
 use contiv_dataplane::{
     Adjacency, Interface, Ipv4Net, TableChange, TableHandle, Tunnel, VxlanConfig,
 };
-use contiv_hw::netns::{
-    configure_host_interconnect, configure_pod_interface, delete_interface, in_netns,
-    inspect_interface, HostInterconnect, NetnsError, PodInterface,
-};
-use contiv_hw::{AfPacketConfig, AfPacketPort, MacAddr, TapPort};
+use contiv_hw::netns::{HostInterconnect, NetnsError, PodInterface};
+use contiv_hw::MacAddr;
 
+use crate::host::{HostDevice, NodeHost};
 use crate::reconciler::{Applier, Item, Key};
 use crate::worker::{DataplaneWorker, WorkerError};
 
@@ -34,6 +32,8 @@ pub enum WiringError {
     Worker(#[from] WorkerError),
     #[error("tables: {0}")]
     Tables(#[from] contiv_dataplane::TableError),
+    #[error("host: {0}")]
+    Host(String),
     #[error("{0} depends on an interface that is not applied")]
     NoInterface(Key),
 }
@@ -180,18 +180,25 @@ pub struct PortInfo {
 }
 
 pub struct NodeApplier {
+    host: Box<dyn NodeHost>,
     worker: DataplaneWorker,
     tables: TableHandle,
     ports: BTreeMap<Key, PortInfo>,
 }
 
 impl NodeApplier {
-    pub fn new(worker: DataplaneWorker, tables: TableHandle) -> Self {
+    pub fn new(host: Box<dyn NodeHost>, worker: DataplaneWorker, tables: TableHandle) -> Self {
         NodeApplier {
+            host,
             worker,
             tables,
             ports: BTreeMap::new(),
         }
+    }
+
+    /// The node's operating system, as the agent sees it.
+    pub fn host(&self) -> &dyn NodeHost {
+        self.host.as_ref()
     }
 
     pub fn port(&self, key: &str) -> Option<PortInfo> {
@@ -208,56 +215,47 @@ impl NodeApplier {
 
     fn create_pod_interface(&mut self, key: &str, p: &PodAttachment) -> Result<(), WiringError> {
         let dp_mac = p.gateway_mac();
-        let (name, mtu) = (p.ifname.clone(), p.mtu);
-        // Created inside the pod's namespace, so it is born there with its final name; an
-        // existing persistent TAP of that name (left by an agent that crashed) is
-        // attached to instead, addresses and routes intact.
-        let (tap, pod_mac) = in_netns(&p.netns, move || {
-            let tap = TapPort::create(&name, dp_mac, mtu)?;
-            tap.set_persistent(true)?;
-            let mac = tap.device_mac()?;
-            Ok::<_, contiv_hw::TapError>((tap, mac))
-        })??;
-        let configured = configure_pod_interface(
-            &p.netns,
-            &PodInterface {
-                name: p.ifname.clone(),
-                address: p.ip,
-                gateway: p.gateway,
-                gateway_mac: Some(dp_mac),
-                mtu: p.mtu,
-            },
-        );
-        if let Err(e) = configured {
-            drop(tap);
-            let _ = delete_interface(&p.netns, &p.ifname);
-            return Err(e.into());
-        }
-        let port = match self.worker.add_port(Box::new(tap)) {
-            Ok(port) => port,
-            Err(e) => {
-                let _ = delete_interface(&p.netns, &p.ifname);
-                return Err(e.into());
-            }
+        let spec = PodInterface {
+            name: p.ifname.clone(),
+            address: p.ip,
+            gateway: p.gateway,
+            gateway_mac: Some(dp_mac),
+            mtu: p.mtu,
         };
+        let device = self.host.create_pod_interface(&p.netns, &spec, dp_mac)?;
         let iface = Interface {
             mtu: p.mtu,
-            ..Interface::new(port, &p.port_name(), dp_mac)
+            ..Interface::new(0, &p.port_name(), dp_mac)
         }
         .with_address(Ipv4Net::new(p.gateway, 32));
-        if let Err(e) = self.tables.commit(&[TableChange::SetInterface(iface)]) {
+        if let Err(e) = self.attach(key, device, iface, |_| Vec::new()) {
+            let _ = self.host.delete_interface(&p.netns, &p.ifname);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Adds the device's port to the engine and commits its interface (the port index
+    /// filled in) with `more` changes that need the index; all or nothing.
+    fn attach(
+        &mut self,
+        key: &str,
+        device: HostDevice,
+        mut iface: Interface,
+        more: impl FnOnce(u16) -> Vec<TableChange>,
+    ) -> Result<u16, WiringError> {
+        let HostDevice { port, peer_mac } = device;
+        let port = self.worker.add_port(port)?;
+        iface.port = port;
+        let mut changes = vec![TableChange::SetInterface(iface)];
+        changes.extend(more(port));
+        if let Err(e) = self.tables.commit(&changes) {
             let _ = self.worker.remove_port(port);
-            let _ = delete_interface(&p.netns, &p.ifname);
             return Err(e.into());
         }
-        self.ports.insert(
-            key.to_string(),
-            PortInfo {
-                port,
-                peer_mac: pod_mac,
-            },
-        );
-        Ok(())
+        self.ports
+            .insert(key.to_string(), PortInfo { port, peer_mac });
+        Ok(port)
     }
 
     /// Takes the interface's port out of the tables and the engine.
@@ -277,12 +275,7 @@ impl NodeApplier {
     fn delete_pod_interface(&mut self, key: &str, p: &PodAttachment) -> Result<(), WiringError> {
         self.release_port(key)?;
         // A namespace that is gone took the interface with it.
-        if p.netns.exists() {
-            match delete_interface(&p.netns, &p.ifname) {
-                Ok(_) | Err(NetnsError::Open { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
+        self.host.delete_interface(&p.netns, &p.ifname)?;
         Ok(())
     }
 
@@ -342,45 +335,31 @@ impl NodeApplier {
         let base = u32::from(subnet.network());
         let (dp_ip, host_ip) = (Ipv4Addr::from(base | 1), Ipv4Addr::from(base | 2));
         let dp_mac = MacAddr::local(u32::from(dp_ip));
-        let n = name.to_string();
-        let (tap, host_mac) = in_netns(netns, move || {
-            let tap = TapPort::create(&n, dp_mac, mtu)?;
-            tap.set_persistent(true)?;
-            let mac = tap.device_mac()?;
-            Ok::<_, contiv_hw::TapError>((tap, mac))
-        })??;
-        configure_host_interconnect(
-            netns,
-            &HostInterconnect {
-                name: name.into(),
-                address: host_ip,
-                prefix_len: subnet.len,
-                dataplane: dp_ip,
-                routes: host_routes.iter().map(|n| (n.network(), n.len)).collect(),
-                mtu,
-            },
-        )?;
-        let port = self.worker.add_port(Box::new(tap))?;
+        let spec = HostInterconnect {
+            name: name.into(),
+            address: host_ip,
+            prefix_len: subnet.len,
+            dataplane: dp_ip,
+            routes: host_routes.iter().map(|n| (n.network(), n.len)).collect(),
+            mtu,
+        };
+        let device = self.host.create_host_interconnect(netns, &spec, dp_mac)?;
+        let host_mac = device.peer_mac;
         let iface = Interface {
             mtu,
-            ..Interface::new(port, name, dp_mac)
+            ..Interface::new(0, name, dp_mac)
         }
         .with_address(Ipv4Net::new(dp_ip, subnet.len));
-        self.tables.commit(&[
-            TableChange::SetInterface(iface),
-            TableChange::SetNeighbour {
+        if let Err(e) = self.attach(key, device, iface, |port| {
+            vec![TableChange::SetNeighbour {
                 port,
                 ip: host_ip,
                 mac: host_mac,
-            },
-        ])?;
-        self.ports.insert(
-            key.to_string(),
-            PortInfo {
-                port,
-                peer_mac: host_mac,
-            },
-        );
+            }]
+        }) {
+            let _ = self.host.delete_interface(netns, name);
+            return Err(e);
+        }
         Ok(())
     }
 
@@ -393,39 +372,22 @@ impl NodeApplier {
         gateway: Option<Ipv4Addr>,
         mtu: u16,
     ) -> Result<(), WiringError> {
-        let mac = inspect_interface(netns, interface)?
-            .and_then(|st| st.mac)
-            .ok_or_else(|| NetnsError::NoSuchInterface(interface.into()))?;
-        // The socket is bound in the interface's namespace and stays there.
-        let name = interface.to_string();
-        let port = in_netns(netns, move || {
-            AfPacketPort::open(&name, mac, mtu, AfPacketConfig::default())
-        })??;
-        let port = self.worker.add_port(Box::new(port))?;
+        let device = self.host.open_uplink(netns, interface, mtu)?;
         let iface = Interface {
             mtu,
-            ..Interface::new(port, interface, mac)
+            ..Interface::new(0, interface, device.peer_mac)
         }
         .with_address(address);
-        let mut changes = vec![TableChange::SetInterface(iface)];
-        if let Some(gw) = gateway {
-            changes.push(TableChange::AddRoute {
-                vrf: 0,
-                prefix: DEFAULT_ROUTE,
-                target: Adjacency::Via { port, next_hop: gw },
-            });
-        }
-        if let Err(e) = self.tables.commit(&changes) {
-            let _ = self.worker.remove_port(port);
-            return Err(e.into());
-        }
-        self.ports.insert(
-            key.to_string(),
-            PortInfo {
-                port,
-                peer_mac: mac,
-            },
-        );
+        self.attach(key, device, iface, |port| {
+            gateway
+                .map(|gw| TableChange::AddRoute {
+                    vrf: 0,
+                    prefix: DEFAULT_ROUTE,
+                    target: Adjacency::Via { port, next_hop: gw },
+                })
+                .into_iter()
+                .collect()
+        })?;
         Ok(())
     }
 
@@ -466,7 +428,10 @@ impl NodeApplier {
         match item {
             NodeItem::PodInterface(p) => {
                 self.ports.contains_key(key)
-                    && matches!(inspect_interface(&p.netns, &p.ifname), Ok(Some(_)))
+                    && matches!(
+                        self.host.inspect_interface(&p.netns, &p.ifname),
+                        Ok(Some(_))
+                    )
             }
             NodeItem::PodRoute { ip, .. } => self
                 .tables
@@ -562,7 +527,7 @@ impl Applier<NodeItem> for NodeApplier {
             NodeItem::PodRoute { ip, interface } => self.delete_route(*ip, interface),
             NodeItem::HostInterconnect { name, netns, .. } => {
                 self.release_port(key)?;
-                delete_interface(netns, name)?;
+                self.host.delete_interface(netns, name)?;
                 Ok(())
             }
             NodeItem::Uplink { .. } => self.delete_uplink(key),

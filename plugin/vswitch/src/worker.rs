@@ -7,7 +7,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use contiv_dataplane::Engine;
@@ -40,8 +40,21 @@ enum Command {
     View(mpsc::SyncSender<EngineView>),
 }
 
-/// The agent's handle on the worker thread. Dropping it stops the worker.
+/// The agent's handle on the engine: a worker thread of its own (production), or an
+/// engine its owner polls (the simulation, on simulated time). Dropping the handle stops
+/// the thread.
 pub struct DataplaneWorker {
+    mode: Mode,
+}
+
+enum Mode {
+    Thread(WorkerThread),
+    /// Port changes are applied at once under the lock; the owner takes the same lock
+    /// once per poll (never per packet).
+    Inline(Arc<Mutex<Engine>>),
+}
+
+struct WorkerThread {
     commands: mpsc::Sender<Command>,
     pending: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
@@ -85,17 +98,37 @@ impl DataplaneWorker {
             })
             .ok();
         DataplaneWorker {
-            commands: tx,
-            pending,
-            stop,
-            thread,
+            mode: Mode::Thread(WorkerThread {
+                commands: tx,
+                pending,
+                stop,
+                thread,
+            }),
         }
     }
 
-    fn send(&self, cmd: Command) -> Result<(), WorkerError> {
-        self.commands.send(cmd).map_err(|_| WorkerError::Stopped)?;
-        self.pending.store(true, Ordering::Release);
-        Ok(())
+    /// A handle on an engine that its owner polls (see [`Mode::Inline`]).
+    pub fn inline(engine: Arc<Mutex<Engine>>) -> DataplaneWorker {
+        DataplaneWorker {
+            mode: Mode::Inline(engine),
+        }
+    }
+
+    /// Applies `cmd` and waits for its answer on `rx`.
+    fn call<T>(&self, cmd: Command, rx: mpsc::Receiver<T>) -> Result<T, WorkerError> {
+        match &self.mode {
+            Mode::Thread(t) => {
+                t.commands.send(cmd).map_err(|_| WorkerError::Stopped)?;
+                t.pending.store(true, Ordering::Release);
+                Self::wait(rx)
+            }
+            Mode::Inline(engine) => {
+                // A panic while the lock was held left the engine as it was between
+                // two polls: still usable.
+                apply(&mut engine.lock().unwrap_or_else(|p| p.into_inner()), cmd);
+                rx.try_recv().map_err(|_| WorkerError::Stopped)
+            }
+        }
     }
 
     fn wait<T>(rx: mpsc::Receiver<T>) -> Result<T, WorkerError> {
@@ -108,21 +141,19 @@ impl DataplaneWorker {
     /// Adds a port to the engine; returns its index.
     pub fn add_port(&self, port: Box<dyn Port>) -> Result<u16, WorkerError> {
         let (tx, rx) = mpsc::sync_channel(1);
-        self.send(Command::AddPort(port, tx))?;
-        Self::wait(rx)?.map_err(WorkerError::Engine)
+        self.call(Command::AddPort(port, tx), rx)?
+            .map_err(WorkerError::Engine)
     }
 
     /// Removes (and closes) a port; `false` when there was none at that index.
     pub fn remove_port(&self, port: u16) -> Result<bool, WorkerError> {
         let (tx, rx) = mpsc::sync_channel(1);
-        self.send(Command::RemovePort(port, tx))?;
-        Self::wait(rx)
+        self.call(Command::RemovePort(port, tx), rx)
     }
 
     pub fn view(&self) -> Result<EngineView, WorkerError> {
         let (tx, rx) = mpsc::sync_channel(1);
-        self.send(Command::View(tx))?;
-        Self::wait(rx)
+        self.call(Command::View(tx), rx)
     }
 }
 
@@ -150,7 +181,7 @@ fn apply(engine: &mut Engine, cmd: Command) {
     }
 }
 
-impl Drop for DataplaneWorker {
+impl Drop for WorkerThread {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {

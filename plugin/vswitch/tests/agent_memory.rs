@@ -8,6 +8,7 @@ use contiv_cni::proto::{CniReply, CniRequest, GcRequest};
 use contiv_dataplane::{Engine, EngineConfig, TableHandle};
 use contiv_hw::BufferPool;
 use contiv_store::{MemoryStore, Store};
+use contiv_vswitch::host::LinuxHost;
 use contiv_vswitch::wiring::NodeApplier;
 use contiv_vswitch::worker::DataplaneWorker;
 use contiv_vswitch::{Agent, AgentConfig, AgentMetrics, Request};
@@ -35,7 +36,7 @@ async fn decisions_without_a_node_to_wire() {
     let setup = Agent::prepare(cfg, store.clone()).await.expect("node ID");
     let tables = TableHandle::new();
     let engine = Engine::new(&tables, BufferPool::new("t", 512), &EngineConfig::default()).unwrap();
-    let applier = NodeApplier::new(DataplaneWorker::start(engine), tables);
+    let applier = NodeApplier::new(Box::new(LinuxHost), DataplaneWorker::start(engine), tables);
     let metrics = Arc::new(AgentMetrics::default());
     let agent = Agent::start(setup, applier, metrics.clone()).await;
     assert_eq!(agent.node_id(), 1);
@@ -100,7 +101,7 @@ async fn start_agent(
     let setup = Agent::prepare(cfg, store.clone()).await.expect("node ID");
     let tables = TableHandle::new();
     let engine = Engine::new(&tables, BufferPool::new("t", 512), &EngineConfig::default()).unwrap();
-    let applier = NodeApplier::new(DataplaneWorker::start(engine), tables);
+    let applier = NodeApplier::new(Box::new(LinuxHost), DataplaneWorker::start(engine), tables);
     let agent = Agent::start(setup, applier, Arc::new(AgentMetrics::default())).await;
     let (tx, rx) = mpsc::channel(8);
     let run = tokio::spawn(agent.run(rx, std::future::pending()));
