@@ -6,18 +6,22 @@
 //!   watch from a revision), for the simulation and unit tests;
 //! - `EtcdStore` (feature `etcd`): a real etcd through etcd-client, with bounded request
 //!   timeouts, HTTP/2 keepalives, and watches that reconnect and resume from the last
-//!   revision seen, so no event is lost or repeated across an etcd restart.
+//!   revision seen, so no event is lost or repeated across an etcd restart;
+//! - [`RemoteStore`]: any store served over gRPC by [`serve_store`] (the simulated
+//!   cluster's store host), reached over any byte stream.
 
 #[cfg(feature = "etcd")]
 mod etcd;
 pub mod etcd_server;
 mod memory;
+pub mod remote;
 
 use std::future::Future;
 
 #[cfg(feature = "etcd")]
 pub use etcd::{EtcdConfig, EtcdStore};
 pub use memory::MemoryStore;
+pub use remote::{serve_store, RemoteStore};
 
 /// A store revision: every change to the store gets the next one.
 pub type Revision = i64;

@@ -325,6 +325,29 @@ impl Memory {
 
 conformance!(memory, Memory);
 
+/// A memory store served over gRPC on loopback; two clients with their own channels.
+struct Remote;
+
+impl Remote {
+    async fn clients(&self) -> (contiv_store::RemoteStore, contiv_store::RemoteStore) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(contiv_store::serve_store(
+            MemoryStore::new(),
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            std::future::pending(),
+        ));
+        let client = || {
+            contiv_store::RemoteStore::connect_lazy(Duration::from_secs(5), move || {
+                tokio::net::TcpStream::connect(addr)
+            })
+        };
+        (client(), client())
+    }
+}
+
+conformance!(remote, Remote);
+
 #[cfg(feature = "etcd")]
 mod etcd_fixture {
     use contiv_store::etcd_server::EtcdServer;
@@ -349,3 +372,44 @@ mod etcd_fixture {
 
 #[cfg(feature = "etcd")]
 conformance!(etcd, etcd_fixture::Etcd::start());
+
+/// The store's own errors arrive as the same `StoreError`; a server that is not there
+/// is a transient error within the bound, never a hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_errors_cross_the_wire() {
+    let (a, _) = Remote.clients().await;
+    a.put("/k", b"1".to_vec()).await.unwrap();
+    a.put("/k", b"2".to_vec()).await.unwrap();
+    a.compact(3).await.unwrap();
+    match a.watch("/k", 1).await {
+        Ok(mut w) => match w.next().await {
+            Some(Err(e)) => assert!(
+                matches!(e, StoreError::Compacted { requested: 1, .. }),
+                "{e}"
+            ),
+            other => panic!("expected Compacted, got {other:?}"),
+        },
+        Err(e) => assert!(
+            matches!(e, StoreError::Compacted { requested: 1, .. }),
+            "{e}"
+        ),
+    }
+    assert_eq!(
+        a.keep_alive(12345).await.unwrap_err(),
+        StoreError::LeaseNotFound(12345)
+    );
+    assert!(matches!(
+        a.get("").await.unwrap_err(),
+        StoreError::InvalidKey(_)
+    ));
+
+    // A port nobody listens on.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = closed.local_addr().unwrap();
+    drop(closed);
+    let gone = contiv_store::RemoteStore::connect_lazy(Duration::from_secs(2), move || {
+        tokio::net::TcpStream::connect(addr)
+    });
+    let e = gone.get("/k").await.unwrap_err();
+    assert!(e.is_transient(), "{e:?}");
+}

@@ -10,10 +10,10 @@ use contiv_dataplane::{Engine, EngineConfig, TableHandle};
 use contiv_hw::BufferPool;
 use contiv_store::{EtcdConfig, EtcdStore};
 use contiv_vswitch::host::LinuxHost;
+use contiv_vswitch::node::run_agent;
 use contiv_vswitch::server::{bind_cni_socket, serve_cni, serve_http};
 use contiv_vswitch::wiring::NodeApplier;
 use contiv_vswitch::worker::DataplaneWorker;
-use contiv_vswitch::node::run_agent;
 use contiv_vswitch::{AgentConfig, AgentMetrics};
 
 #[derive(Parser)]
