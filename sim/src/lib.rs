@@ -9,6 +9,7 @@
 //! store, agents, pods on smoltcp) grows here.
 
 pub mod apiserver;
+pub mod cluster;
 pub mod host;
 pub mod router_scenario;
 
@@ -44,6 +45,12 @@ impl TraceHasher {
         self.bytes(who.as_bytes());
         self.bytes(&now.nanos().to_le_bytes());
         self.bytes(data);
+        self.events += 1;
+    }
+
+    /// Records a piece of text (an event, a check's name).
+    pub fn text(&mut self, s: &str) {
+        self.bytes(s.as_bytes());
         self.events += 1;
     }
 

@@ -89,6 +89,18 @@ impl MemoryStore {
         }
     }
 
+    /// Keys under `prefix` as the store holds them, read from outside any client: for a
+    /// simulation's invariant checks, which must not depend on a runtime's clock or on
+    /// the store being available (leases are not expired by this read).
+    pub fn peek(&self, prefix: &str) -> Vec<String> {
+        self.lock()
+            .keys
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
     /// The current revision.
     pub fn revision(&self) -> Revision {
         self.lock().revision

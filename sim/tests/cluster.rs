@@ -1,0 +1,172 @@
+//! Scenario tests of the simulated cluster: the production agents, KSR and dataplanes on
+//! turmoil, pods on smoltcp. A failing test prints its seed and the command that replays
+//! it.
+
+use std::time::Duration;
+
+use contiv_sim::cluster::scenario::{parse_faults, run, Outcome, Scenario};
+use contiv_sim::cluster::{ClusterSpec, Fault, Transport};
+
+fn scenario(nodes: usize, pods: usize, seed: u64, faults: Vec<Fault>, churn: usize) -> Scenario {
+    Scenario {
+        cluster: ClusterSpec {
+            nodes,
+            pods_per_node: pods,
+            seed,
+            transport: Transport::Vxlan,
+        },
+        faults,
+        churn,
+        sample: 24,
+    }
+}
+
+fn run_ok(s: &Scenario) -> Outcome {
+    let out = run(s, |_| {}).unwrap_or_else(|e| {
+        panic!(
+            "seed {}: {e}\nreplay: {}",
+            s.cluster.seed,
+            s.replay_command()
+        )
+    });
+    let failed: Vec<String> = out
+        .checks
+        .iter()
+        .filter(|c| !c.passed)
+        .map(|c| format!("  {}: {}", c.name, c.detail))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "seed {}: {} checks failed:\n{}\nreplay: {}",
+        s.cluster.seed,
+        failed.len(),
+        failed.join("\n"),
+        s.replay_command()
+    );
+    out
+}
+
+#[test]
+fn pods_reach_each_other_on_one_node_and_across_nodes_over_vxlan() {
+    let mut s = scenario(3, 2, 11, vec![], 0);
+    s.sample = 30;
+    let out = run_ok(&s);
+    // Every ordered pair of the 6 pods: same node and across.
+    assert_eq!(out.matrix.len(), 30);
+    assert!(out.matrix.iter().all(|m| m.2));
+    assert!(out.checks.iter().any(|c| c.name.starts_with("TCP ")));
+}
+
+#[test]
+fn pods_reach_each_other_without_an_overlay() {
+    let mut s = scenario(3, 2, 12, vec![], 0);
+    s.cluster.transport = Transport::Nooverlay;
+    run_ok(&s);
+}
+
+#[test]
+fn pod_churn_leaves_no_leaks() {
+    let out = run_ok(&scenario(2, 3, 13, vec![], 4));
+    for name in [
+        "no leaked or missing IP allocations",
+        "no leaked interfaces",
+    ] {
+        assert!(
+            out.checks.iter().any(|c| c.name == name && c.passed),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn the_same_seed_gives_the_same_trace_and_another_seed_another() {
+    let faults = |seed| parse_faults("agent-restart:node2,loss:node1:0.2:2s", 2, seed).unwrap();
+    let a = run_ok(&scenario(2, 2, 21, faults(21), 1));
+    let b = run_ok(&scenario(2, 2, 21, faults(21), 1));
+    assert_eq!(
+        a.trace, b.trace,
+        "one seed, two traces: the simulation leaks nondeterminism"
+    );
+    assert_eq!(a.events.len(), b.events.len());
+    let c = run_ok(&scenario(2, 2, 22, faults(22), 1));
+    assert_ne!(a.trace, c.trace, "two seeds gave one trace");
+}
+
+fn fault_test(plan: &str, seed: u64) {
+    let faults = parse_faults(plan, 3, seed).unwrap();
+    let out = run_ok(&scenario(3, 2, seed, faults, 1));
+    assert!(
+        out.checks
+            .iter()
+            .any(|c| c.name.starts_with("connectivity after: ") && c.passed),
+        "no connectivity check ran after the fault"
+    );
+}
+
+#[test]
+fn node_crash_and_restart() {
+    fault_test("node-crash:node2:5s", 31);
+}
+
+#[test]
+fn agent_restart() {
+    fault_test("agent-restart:node1", 32);
+}
+
+#[test]
+fn ksr_restart() {
+    fault_test("ksr-restart", 33);
+}
+
+#[test]
+fn store_outage() {
+    fault_test("store-outage:5s", 34);
+}
+
+#[test]
+fn partition_between_nodes_and_between_a_node_and_the_store() {
+    fault_test("partition:node1:node2:4s,partition:node3:store:4s", 35);
+}
+
+#[test]
+fn link_loss_latency_and_corruption() {
+    fault_test(
+        "loss:node1:0.3:3s,latency:node2:40ms:3s,corrupt:node3:0.05:3s",
+        36,
+    );
+}
+
+/// Random faults from each seed, the invariants as the oracle. `SIM_SOAK_SEEDS` sets how
+/// many seeds (from `SIM_SOAK_FIRST`).
+#[test]
+fn random_fault_soak() {
+    let seeds: u64 = std::env::var("SIM_SOAK_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(8);
+    let first: u64 = std::env::var("SIM_SOAK_FIRST")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1000);
+    for seed in first..first + seeds {
+        let faults = parse_faults("random:2", 3, seed).unwrap();
+        run_ok(&scenario(3, 2, seed, faults, 1));
+    }
+}
+
+#[test]
+fn fault_plans_parse_and_print_back() {
+    let plan = "node-crash:node1:10s,agent-restart:node2,ksr-restart,store-outage:5s,partition:node1:store:3s,loss:node3:0.2:5s,latency:node2:50ms:5s,corrupt:node1:0.05:2s";
+    let f = parse_faults(plan, 3, 1).unwrap();
+    assert_eq!(f.len(), 8);
+    assert_eq!(contiv_sim::cluster::scenario::plan_text(&f), plan);
+    for bad in [
+        "node-crash:node9:1s",
+        "loss:node1:2:1s",
+        "teleport",
+        "store-outage:5",
+    ] {
+        assert!(parse_faults(bad, 3, 1).is_err(), "{bad}");
+    }
+    let _ = Duration::ZERO;
+}
