@@ -7,6 +7,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use contiv_sim::cluster::scenario::{parse_duration, parse_faults, Scenario};
+use contiv_sim::cluster::{ClusterSpec, Transport};
 use contiv_sim::router_scenario::RouterScenario;
 
 #[derive(Parser)]
@@ -22,10 +24,24 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// A three-node cluster of the real plugin, simulated in this process: the store,
+    /// the API server, contiv-ksr, an agent and dataplane per node, pods on each node
+    /// talking across nodes, an agent restart and a lossy link. Prints what happens as it
+    /// happens, the connectivity matrix, packets and drops per node and every check, and
+    /// ends with one PASS or FAIL line.
+    Demo {
+        /// Seed of every choice the simulation makes: the same seed gives the same run
+        /// and the same trace hash.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// A simulated cluster of any size, with a fault plan: the demo's checks for N nodes
+    /// and M pods per node.
+    Sim(SimArgs),
     /// Two simulated hosts and the dataplane as a router between them: pings, a UDP
     /// stream over a lossy link, expired and unroutable packets, malformed frames. Prints
     /// counters, a packet trace and the checks, and ends with one PASS or FAIL line.
-    Demo {
+    Router {
         /// Seed of every random choice (the loss pattern, payloads): the same seed gives
         /// the same run and the same trace hash.
         #[arg(long, default_value_t = 1)]
@@ -64,6 +80,39 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(clap::Args)]
+struct SimArgs {
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    #[arg(long, default_value_t = 2)]
+    pods_per_node: usize,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Faults, comma-separated: node-crash:node1:10s, agent-restart:node2, ksr-restart,
+    /// store-outage:5s, partition:HOST:HOST:5s (nodeN, store, api, ksr),
+    /// loss:node3:0.2:5s, latency:node2:50ms:5s, corrupt:node1:0.05:5s, random:N.
+    #[arg(long, default_value = "")]
+    faults: String,
+    /// Pods deleted and made again after the faults.
+    #[arg(long, default_value_t = 0)]
+    churn: usize,
+    /// Pod pairs probed per connectivity check.
+    #[arg(long, default_value_t = 64)]
+    sample: usize,
+    /// Simulated time to keep running at the end (like 30s) before the last checks.
+    #[arg(long)]
+    duration: Option<String>,
+    /// Routes between nodes on the underlay instead of VXLAN.
+    #[arg(long)]
+    nooverlay: bool,
+    /// Run the random-fault soak's scenario for this seed (what a failing soak prints).
+    #[arg(long, conflicts_with_all = ["nodes", "pods_per_node", "seed", "faults", "churn"])]
+    replay: Option<u64>,
+    /// Print only the events, not the report's tables.
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -534,7 +583,42 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok::<_, anyhow::Error>(ExitCode::SUCCESS)
             })
         }
-        Command::Demo {
+        Command::Demo { seed } => {
+            println!(
+                "contiv-harness demo: a simulated 3-node cluster of the real plugin (seed {seed})\n"
+            );
+            run_cluster(&Scenario::demo(seed), "demo", false)
+        }
+        Command::Sim(a) => {
+            let scenario = match a.replay {
+                Some(seed) => Scenario::soak(seed),
+                None => Scenario {
+                    cluster: ClusterSpec {
+                        nodes: a.nodes,
+                        pods_per_node: a.pods_per_node,
+                        seed: a.seed,
+                        transport: if a.nooverlay {
+                            Transport::Nooverlay
+                        } else {
+                            Transport::Vxlan
+                        },
+                    },
+                    faults: parse_faults(&a.faults, a.nodes, a.seed)?,
+                    churn: a.churn,
+                    sample: a.sample,
+                    linger: match &a.duration {
+                        Some(d) => parse_duration(d)?,
+                        None => std::time::Duration::ZERO,
+                    },
+                },
+            };
+            println!(
+                "contiv-harness sim: {} nodes, {} pods per node, seed {}\n",
+                scenario.cluster.nodes, scenario.cluster.pods_per_node, scenario.cluster.seed
+            );
+            run_cluster(&scenario, "sim", a.quiet)
+        }
+        Command::Router {
             seed,
             udp,
             loss,
@@ -566,7 +650,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", report.render());
             let verdict = if report.all_passed() { "PASS" } else { "FAIL" };
             println!(
-                "\ndemo: {verdict} {}/{} checks, seed {seed}, trace {:016x}",
+                "\nrouter: {verdict} {}/{} checks, seed {seed}, trace {:016x}",
                 report.passed(),
                 report.checks.len(),
                 report.trace_hash
@@ -578,4 +662,59 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
     }
+}
+
+/// Runs a cluster scenario with a progress display and prints the report.
+fn run_cluster(s: &Scenario, what: &str, quiet: bool) -> anyhow::Result<ExitCode> {
+    let started = std::time::Instant::now();
+    let out = contiv_sim::cluster::scenario::run(s, |e| {
+        println!("[{:>8.3}s] {}", e.at.as_secs_f64(), e.what)
+    })
+    .with_context(|| format!("the simulation stopped; replay: {}", s.replay_command()))?;
+    let wall = started.elapsed();
+    if !quiet {
+        println!(
+            "\n== connectivity (UDP, last check) ==\n{}",
+            out.matrix_table()
+        );
+        println!("== dataplanes ==");
+        for (name, counts) in &out.nodes {
+            match counts {
+                Some(c) => {
+                    println!(
+                        "{name}: {} packets in, {} out, {} dropped",
+                        c.received, c.transmitted, c.drops
+                    );
+                    for line in c.errors.lines().skip(1).filter(|l| !l.trim().is_empty()) {
+                        println!("    {}", line.trim());
+                    }
+                }
+                None => println!("{name}: down"),
+            }
+        }
+        println!("\n== checks ==");
+        for c in &out.checks {
+            println!(
+                "{} {}: {}",
+                if c.passed { "PASS" } else { "FAIL" },
+                c.name,
+                c.detail
+            );
+        }
+    }
+    println!(
+        "\nsimulated {:.1} s in {:.1} s of wall time ({:.1}x)",
+        out.simulated.as_secs_f64(),
+        wall.as_secs_f64(),
+        out.simulated.as_secs_f64() / wall.as_secs_f64().max(1e-9)
+    );
+    if !out.ok() {
+        println!("replay: {}", s.replay_command());
+    }
+    println!("{}", out.verdict(what));
+    Ok(if out.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -18,6 +18,7 @@ fn scenario(nodes: usize, pods: usize, seed: u64, faults: Vec<Fault>, churn: usi
         faults,
         churn,
         sample: 24,
+        linger: Duration::ZERO,
     }
 }
 
@@ -149,8 +150,7 @@ fn random_fault_soak() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1000);
     for seed in first..first + seeds {
-        let faults = parse_faults("random:2", 3, seed).unwrap();
-        run_ok(&scenario(3, 2, seed, faults, 1));
+        run_ok(&Scenario::soak(seed));
     }
 }
 
@@ -168,5 +168,4 @@ fn fault_plans_parse_and_print_back() {
     ] {
         assert!(parse_faults(bad, 3, 1).is_err(), "{bad}");
     }
-    let _ = Duration::ZERO;
 }

@@ -20,6 +20,8 @@ pub struct Scenario {
     pub churn: usize,
     /// Pairs probed in each connectivity check (all pairs when there are fewer).
     pub sample: usize,
+    /// Simulated time the cluster keeps running at the end, before the last checks.
+    pub linger: Duration,
 }
 
 impl Scenario {
@@ -40,6 +42,24 @@ impl Scenario {
             ],
             churn: 2,
             sample: 30,
+            linger: Duration::ZERO,
+        }
+    }
+}
+
+impl Scenario {
+    /// The seeded random-fault soak's run for `seed`: three nodes with two pods each,
+    /// two faults drawn from the seed, one pod churned (`sim --replay SEED` runs it).
+    pub fn soak(seed: u64) -> Scenario {
+        Scenario {
+            cluster: ClusterSpec {
+                seed,
+                ..ClusterSpec::default()
+            },
+            faults: random_faults(seed, 3, 2),
+            churn: 1,
+            sample: 24,
+            linger: Duration::ZERO,
         }
     }
 }
@@ -49,7 +69,7 @@ impl Scenario {
 #[error("fault plan: {0}")]
 pub struct PlanError(String);
 
-fn parse_duration(s: &str) -> Result<Duration, PlanError> {
+pub fn parse_duration(s: &str) -> Result<Duration, PlanError> {
     let bad = || PlanError(format!("{s:?} is not a duration (like 5s or 300ms)"));
     if let Some(ms) = s.strip_suffix("ms") {
         return ms.parse().map(Duration::from_millis).map_err(|_| bad());
@@ -275,8 +295,9 @@ impl Scenario {
         if !self.faults.is_empty() {
             let _ = write!(cmd, " --faults {}", plan_text(&self.faults));
         }
-        if self.churn > 0 {
-            let _ = write!(cmd, " --churn {}", self.churn);
+        let _ = write!(cmd, " --churn {} --sample {}", self.churn, self.sample);
+        if !self.linger.is_zero() {
+            let _ = write!(cmd, " --duration {}s", self.linger.as_secs());
         }
         cmd
     }
@@ -503,6 +524,15 @@ pub fn run(s: &Scenario, progress: impl FnMut(&Event) + 'static) -> Result<Outco
             &format!("churn of {} pods settled", s.churn),
         )?;
         matrix = matrix_check(&mut c, &mut checks, "connectivity after churn", s.sample)?;
+    }
+    if !s.linger.is_zero() {
+        c.run_for(s.linger)?;
+        matrix = matrix_check(
+            &mut c,
+            &mut checks,
+            &format!("connectivity after {:?} more", s.linger),
+            s.sample,
+        )?;
     }
     checks.extend(c.invariants());
     let nodes = (0..s.cluster.nodes)
