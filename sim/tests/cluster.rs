@@ -137,21 +137,41 @@ fn link_loss_latency_and_corruption() {
     );
 }
 
-/// Random faults from each seed, the invariants as the oracle. `SIM_SOAK_SEEDS` sets how
-/// many seeds (from `SIM_SOAK_FIRST`).
-#[test]
-fn random_fault_soak() {
-    let seeds: u64 = std::env::var("SIM_SOAK_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(8);
-    let first: u64 = std::env::var("SIM_SOAK_FIRST")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1000);
-    for seed in first..first + seeds {
+/// Random faults from each seed, the invariants as the oracle: `SIM_SOAK_SEEDS` seeds in
+/// all (200 by default), from `SIM_SOAK_FIRST` (1000), split over four tests so they run
+/// in parallel.
+fn soak_shard(shard: u64) {
+    const SHARDS: u64 = 4;
+    let env = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(d)
+    };
+    let (seeds, first) = (env("SIM_SOAK_SEEDS", 200), env("SIM_SOAK_FIRST", 1000));
+    for seed in (first..first + seeds).filter(|s| s % SHARDS == shard) {
         run_ok(&Scenario::soak(seed));
     }
+}
+
+#[test]
+fn random_fault_soak_0() {
+    soak_shard(0);
+}
+
+#[test]
+fn random_fault_soak_1() {
+    soak_shard(1);
+}
+
+#[test]
+fn random_fault_soak_2() {
+    soak_shard(2);
+}
+
+#[test]
+fn random_fault_soak_3() {
+    soak_shard(3);
 }
 
 #[test]

@@ -401,9 +401,11 @@ impl SimCluster {
                 }
             }
             moved += self.fabric.step(&mut self.pool, now, &mut self.trace);
-            for (_, p) in self.pods.iter_mut() {
+            for p in self.pods.values_mut() {
                 if let Some(stack) = &mut p.stack {
-                    moved += usize::from(stack.poll(&self.namespaces, &mut self.pool, now));
+                    if stack.wants_poll(now) {
+                        moved += usize::from(stack.poll(&mut self.pool, now));
+                    }
                 }
             }
             if moved == 0 {
@@ -562,7 +564,7 @@ impl SimCluster {
                     p.stack = SimPod::attach(
                         &r.pod,
                         &self.namespaces,
-                        p.netns.clone(),
+                        &p.netns,
                         "eth0",
                         seed,
                         Timestamp(now.as_nanos() as u64),
@@ -1050,6 +1052,17 @@ impl SimCluster {
             detail: format!(
                 "{} allocated; leaked {leaked:?}; missing {missing:?}",
                 allocated.len()
+            ),
+        });
+        // Every node holds one node ID and one directory record, nobody else does.
+        let ids = self.store_keys("node-id/").len();
+        let infos = self.store_keys("node-info/").len();
+        checks.push(Check {
+            name: "one node ID and one node record per node".into(),
+            passed: ids == self.nodes.len() && infos == self.nodes.len(),
+            detail: format!(
+                "{ids} node IDs, {infos} node records for {} nodes",
+                self.nodes.len()
             ),
         });
         // Interfaces in namespaces belong to running pods only.

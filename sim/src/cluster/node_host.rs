@@ -19,14 +19,16 @@ use contiv_vswitch::wiring::WiringError;
 /// Frames each direction of a pod's wire holds.
 const POD_WIRE_FRAMES: usize = 256;
 
+/// The namespace's end of an interface's wire, shared with the pod's stack so that it
+/// reaches its port without a lookup; replaced in place when an agent takes the
+/// interface over.
+pub type PortSlot = Arc<Mutex<VirtualPort>>;
+
 /// An interface the agent made in a simulated namespace.
 pub struct SimInterface {
     pub config: PodInterface,
     pub mac: MacAddr,
-    /// The namespace's end of the wire; replaced when an agent takes the interface over.
-    pub port: VirtualPort,
-    /// Bumped each time the wire is replaced.
-    pub generation: u64,
+    pub port: PortSlot,
 }
 
 /// A simulated network namespace.
@@ -129,16 +131,20 @@ impl NodeHost for SimNodeHost {
                 mtu: pod.mtu,
             },
         );
-        let generation = ns.interfaces.get(&pod.name).map_or(0, |i| i.generation + 1);
-        ns.interfaces.insert(
-            pod.name.clone(),
-            SimInterface {
-                config: pod.clone(),
-                mac,
-                port: pod_end,
-                generation,
-            },
-        );
+        match ns.interfaces.get(&pod.name) {
+            // Taken over: the pod's stack keeps its slot and finds the new wire in it.
+            Some(old) => *old.port.lock().unwrap_or_else(|p| p.into_inner()) = pod_end,
+            None => {
+                ns.interfaces.insert(
+                    pod.name.clone(),
+                    SimInterface {
+                        config: pod.clone(),
+                        mac,
+                        port: Arc::new(Mutex::new(pod_end)),
+                    },
+                );
+            }
+        }
         Ok(HostDevice {
             port: Box::new(dataplane_end),
             peer_mac: mac,

@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::Path;
 
 use contiv_hw::{BufferPool, PacketVec, Port, Timestamp};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
@@ -22,7 +22,8 @@ use smoltcp::wire::{
     Ipv4Cidr,
 };
 
-use super::node_host::Namespaces;
+use super::hosts::lock;
+use super::node_host::{Namespaces, PortSlot};
 
 pub const UDP_ECHO_PORT: u16 = 7;
 pub const TCP_SERVICE_PORT: u16 = 80;
@@ -96,10 +97,10 @@ struct TcpClient {
 
 pub struct SimPod {
     pub name: String,
-    pub netns: PathBuf,
-    pub ifname: String,
     pub ip: Ipv4Addr,
-    generation: u64,
+    port: PortSlot,
+    /// Set when the driver gave the pod work (a probe) since its last poll.
+    kicked: bool,
     iface: Interface,
     frames: Frames,
     sockets: SocketSet<'static>,
@@ -114,6 +115,8 @@ pub struct SimPod {
     ping_answers: BTreeSet<(Ipv4Addr, u16)>,
     tcp_answers: BTreeMap<u64, String>,
     pub stats: PodStats,
+    rx_buf: PacketVec,
+    tx_buf: PacketVec,
 }
 
 fn udp_socket(frames: usize) -> udp::Socket<'static> {
@@ -146,19 +149,19 @@ impl SimPod {
     pub fn attach(
         name: &str,
         namespaces: &Namespaces,
-        netns: PathBuf,
+        netns: &Path,
         ifname: &str,
         seed: u64,
         now: Timestamp,
     ) -> Option<SimPod> {
         let all = namespaces.lock();
-        let i = all.get(&netns)?.interfaces.get(ifname)?;
-        let (ip, gw, mac, mtu, generation) = (
+        let i = all.get(netns)?.interfaces.get(ifname)?;
+        let (ip, gw, mac, mtu, port) = (
             i.config.address,
             i.config.gateway,
             i.mac,
             usize::from(i.config.mtu),
-            i.generation,
+            i.port.clone(),
         );
         drop(all);
         let mut frames = Frames {
@@ -198,10 +201,9 @@ impl SimPod {
         let icmp = sockets.add(ping);
         Some(SimPod {
             name: name.into(),
-            netns,
-            ifname: ifname.into(),
             ip,
-            generation,
+            port,
+            kicked: true,
             iface,
             frames,
             sockets,
@@ -216,29 +218,32 @@ impl SimPod {
             ping_answers: BTreeSet::new(),
             tcp_answers: BTreeMap::new(),
             stats: PodStats::default(),
+            rx_buf: PacketVec::with_capacity(BURST),
+            tx_buf: PacketVec::with_capacity(BURST),
         })
     }
 
+    /// Whether the pod has anything to do at `now`: frames waiting on its wire, a timer
+    /// of its stack due, or work the driver gave it. Idle pods are not polled.
+    pub fn wants_poll(&mut self, now: Timestamp) -> bool {
+        let t = smol_time(now);
+        self.kicked
+            || lock(&self.port).rx_pending() > 0
+            || self
+                .iface
+                .poll_at(t, &self.sockets)
+                .is_some_and(|at| at <= t)
+    }
+
     /// Moves frames between the wire and the stack and runs the pod's servers and
-    /// clients; returns whether anything happened. A pod whose interface is gone (its
-    /// namespace deleted) does nothing.
-    pub fn poll(&mut self, namespaces: &Namespaces, pool: &mut BufferPool, now: Timestamp) -> bool {
-        let mut all = namespaces.lock();
-        let Some(i) = all
-            .get_mut(&self.netns)
-            .and_then(|ns| ns.interfaces.get_mut(&self.ifname))
-        else {
-            return false;
-        };
-        if i.generation != self.generation {
-            // The agent took the interface over on a new wire: what was in flight on
-            // the old one is lost, as on a TAP whose reader changed.
-            self.generation = i.generation;
-        }
-        let mut got = PacketVec::new();
-        i.port.rx_burst(pool, &mut got, BURST, now);
-        let mut busy = !got.is_empty();
-        for p in got.drain(..) {
+    /// clients; returns whether anything happened.
+    pub fn poll(&mut self, pool: &mut BufferPool, now: Timestamp) -> bool {
+        self.kicked = false;
+        let slot = self.port.clone();
+        let mut port = lock(&slot);
+        port.rx_burst(pool, &mut self.rx_buf, BURST, now);
+        let mut busy = !self.rx_buf.is_empty();
+        for p in self.rx_buf.drain(..) {
             self.frames.rx.push_back(p.data().to_vec());
             pool.free(p);
             self.stats.rx_frames += 1;
@@ -251,19 +256,18 @@ impl SimPod {
             self.iface.poll(t, &mut self.frames, &mut self.sockets);
         }
         busy |= progressed || !self.frames.tx.is_empty();
-        let mut out = PacketVec::new();
         for f in self.frames.tx.drain(..) {
             if let Some(mut b) = pool.alloc() {
                 if b.fill(&f) {
-                    out.push(b);
+                    self.tx_buf.push(b);
                 } else {
                     pool.free(b);
                 }
             }
         }
-        self.stats.tx_frames += out.len() as u64;
-        if !out.is_empty() {
-            i.port.tx_burst(&mut out, pool, now);
+        self.stats.tx_frames += self.tx_buf.len() as u64;
+        if !self.tx_buf.is_empty() {
+            port.tx_burst(&mut self.tx_buf, pool, now);
         }
         busy
     }
@@ -368,6 +372,7 @@ impl SimPod {
 
     /// Sends a UDP datagram carrying `token` to `to`'s echo port.
     pub fn send_udp_probe(&mut self, to: Ipv4Addr, token: u64) {
+        self.kicked = true;
         let s = self.sockets.get_mut::<udp::Socket>(self.probe);
         let _ = s.send_slice(
             &token.to_le_bytes(),
@@ -381,6 +386,7 @@ impl SimPod {
 
     /// Sends an ICMP echo request with sequence number `seq` to `to`.
     pub fn send_ping(&mut self, to: Ipv4Addr, seq: u16) {
+        self.kicked = true;
         let repr = Icmpv4Repr::EchoRequest {
             ident: self.icmp_ident,
             seq_no: seq,
@@ -399,6 +405,7 @@ impl SimPod {
 
     /// Opens a TCP connection to `to`:80 and sends `token` as the request line.
     pub fn tcp_request(&mut self, to: Ipv4Addr, token: u64) {
+        self.kicked = true;
         let mut s = tcp_socket();
         let port = self.next_tcp_port;
         self.next_tcp_port = if port == u16::MAX {

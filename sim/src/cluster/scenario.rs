@@ -506,6 +506,11 @@ pub fn run(s: &Scenario, progress: impl FnMut(&Event) + 'static) -> Result<Outco
                 &format!("connectivity after: {f}"),
                 s.sample,
             )?;
+            // The invariants hold after each recovery, not only at the end.
+            for mut inv in c.invariants() {
+                inv.name = format!("after {f}: {}", inv.name);
+                checks.push(inv);
+            }
         }
     }
     if s.churn > 0 {
