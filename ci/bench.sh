@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
-cargo bench -p contiv-benches --bench io_forward --bench ip4_forward --bench fib_lookup --bench vxlan --bench snat -- "$@" | tee "$out"
+cargo bench -p contiv-benches --bench io_forward --bench ip4_forward --bench fib_lookup --bench vxlan --bench snat --bench sim_path -- "$@" | tee "$out"
 
 # criterion prints "thrpt:  [low mid high]"; take the middle estimate of each benchmark.
 rate() {
@@ -31,6 +31,13 @@ est=$(rate "snat/established_64B")
 new=$(rate "snat/new_connections_64B")
 printf '  snat, established flows                  %8.2f  (%.0f%% of io bound)\n' "$est" "$(echo "$est / $io * 100" | bc -l)"
 printf '  snat, every packet a new session         %8.2f  (%.0f%% of io bound)\n' "$new" "$(echo "$new / $io * 100" | bc -l)"
+sim=$(rate "sim_path/pod_to_pod_across_nodes_64B")
+printf '  simulated cluster, pod to pod across nodes %6.3f  (%.2f%% of io bound; smoltcp pods, two engines, fabric, turmoil)\n' "$sim" "$(echo "$sim / $io * 100" | bc -l)"
+
+echo
+echo "simulated cluster: 50 nodes x 20 pods up and a 100-pair connectivity check (wall time)"
+cargo build --release -q -p contiv-harness
+/usr/bin/time -f '  wall %e s, max RSS %M KiB' ./target/release/contiv-harness sim --nodes 50 --pods-per-node 20 --sample 100 --quiet | tail -n 2
 
 echo
 echo "contiv-ksr: reflection into a real etcd (needs etcd-server and protoc)"

@@ -686,6 +686,42 @@ impl SimCluster {
         )
     }
 
+    /// Pod `from` streams `count` UDP datagrams to pod `to`'s discard port as fast as
+    /// its socket takes them; returns how many arrived and the simulated time taken
+    /// (stops at `bound`).
+    pub fn udp_stream(
+        &mut self,
+        from: &str,
+        to: &str,
+        count: u64,
+        bound: Duration,
+    ) -> Result<(u64, Duration), SimError> {
+        let ip = self
+            .pods
+            .get(to)
+            .and_then(|p| p.ip)
+            .ok_or_else(|| SimError::Config(format!("{to} is not running")))?;
+        let sunk = |c: &SimCluster| {
+            c.pods
+                .get(to)
+                .and_then(|p| p.stack.as_ref())
+                .map_or(0, |s| s.stats.udp_discarded)
+        };
+        let (start, base) = (self.now(), sunk(self));
+        let mut sent = 0u64;
+        while sunk(self) - base < count && self.now() - start < bound {
+            if sent < count {
+                let mut n = 0;
+                self.with_pod(from, |p| {
+                    n = p.send_udp_stream(ip, (count - sent).min(64) as usize);
+                })?;
+                sent += n as u64;
+            }
+            self.step()?;
+        }
+        Ok((sunk(self) - base, self.now() - start))
+    }
+
     /// Pod `from` pings `to`, as `udp_reach`.
     pub fn ping(
         &mut self,

@@ -27,6 +27,8 @@ use super::node_host::{Namespaces, PortSlot};
 
 pub const UDP_ECHO_PORT: u16 = 7;
 pub const TCP_SERVICE_PORT: u16 = 80;
+/// Datagrams to this port are counted and dropped (RFC 863's discard).
+pub const UDP_DISCARD_PORT: u16 = 9;
 const PROBE_PORT: u16 = 40_000;
 const TCP_CLIENT_PORTS: u16 = 41_000;
 /// Frames a pod takes from its wire per poll.
@@ -85,6 +87,7 @@ pub struct PodStats {
     pub rx_frames: u64,
     pub tx_frames: u64,
     pub udp_echoed: u64,
+    pub udp_discarded: u64,
     pub tcp_served: u64,
 }
 
@@ -105,6 +108,7 @@ pub struct SimPod {
     frames: Frames,
     sockets: SocketSet<'static>,
     udp_echo: SocketHandle,
+    discard: SocketHandle,
     tcp_servers: Vec<SocketHandle>,
     probe: SocketHandle,
     icmp: SocketHandle,
@@ -182,6 +186,9 @@ impl SimPod {
         let mut echo = udp_socket(16);
         let _ = echo.bind(UDP_ECHO_PORT);
         let udp_echo = sockets.add(echo);
+        let mut discard = udp_socket(64);
+        let _ = discard.bind(UDP_DISCARD_PORT);
+        let discard = sockets.add(discard);
         let mut probe = udp_socket(64);
         let _ = probe.bind(PROBE_PORT);
         let probe = sockets.add(probe);
@@ -208,6 +215,7 @@ impl SimPod {
             frames,
             sockets,
             udp_echo,
+            discard,
             tcp_servers,
             probe,
             icmp,
@@ -280,6 +288,11 @@ impl SimPod {
             if echo.send_slice(&buf[..n], meta.endpoint).is_ok() {
                 self.stats.udp_echoed += 1;
             }
+            did = true;
+        }
+        let discard = self.sockets.get_mut::<udp::Socket>(self.discard);
+        while discard.recv_slice(&mut buf).is_ok() {
+            self.stats.udp_discarded += 1;
             did = true;
         }
         let probe = self.sockets.get_mut::<udp::Socket>(self.probe);
@@ -378,6 +391,17 @@ impl SimPod {
             &token.to_le_bytes(),
             IpEndpoint::new(IpAddress::Ipv4(to), UDP_ECHO_PORT),
         );
+    }
+
+    /// Queues up to `n` 64-byte datagrams to `to`'s discard port, as many as the
+    /// socket's buffer takes; returns how many.
+    pub fn send_udp_stream(&mut self, to: Ipv4Addr, n: usize) -> usize {
+        self.kicked = true;
+        let s = self.sockets.get_mut::<udp::Socket>(self.probe);
+        let remote = IpEndpoint::new(IpAddress::Ipv4(to), UDP_DISCARD_PORT);
+        (0..n)
+            .take_while(|_| s.send_slice(&[0u8; 64], remote).is_ok())
+            .count()
     }
 
     pub fn udp_answered(&self, token: u64) -> bool {
