@@ -189,3 +189,94 @@ fn fault_plans_parse_and_print_back() {
         assert!(parse_faults(bad, 3, 1).is_err(), "{bad}");
     }
 }
+
+fn ten_nodes(transport: Transport, seed: u64) {
+    let mut s = scenario(10, 2, seed, vec![], 0);
+    s.cluster.transport = transport;
+    s.sample = 60;
+    let out = run_ok(&s);
+    assert_eq!(out.matrix.len(), 60);
+}
+
+#[test]
+fn ten_nodes_over_vxlan() {
+    ten_nodes(Transport::Vxlan, 41);
+}
+
+#[test]
+fn ten_nodes_without_an_overlay() {
+    ten_nodes(Transport::Nooverlay, 42);
+}
+
+/// A node leaves: the others drop its tunnel and routes, and its ID and record leave the
+/// store; it joins again and gets its old ID back, and its new pods are reached.
+#[test]
+fn a_node_leaves_and_rejoins_with_its_old_id() {
+    use contiv_sim::cluster::SimCluster;
+    let bound = Duration::from_secs(60);
+    let mut c = SimCluster::new(ClusterSpec {
+        nodes: 3,
+        pods_per_node: 1,
+        seed: 43,
+        transport: Transport::Vxlan,
+    })
+    .unwrap();
+    c.start(bound).unwrap();
+    for n in 0..3 {
+        c.create_pod(&format!("p{n}"), n);
+    }
+    c.run_until("pods running", bound, |c| c.all_running())
+        .unwrap();
+    let old_id = c.node_id(2).unwrap();
+    let remote_items = |c: &mut SimCluster, node: usize, id: u32| {
+        c.dump(node)
+            .unwrap()
+            .items
+            .iter()
+            .filter(|e| e.key.starts_with(&format!("remote/{id}/")))
+            .count()
+    };
+    assert_eq!(
+        remote_items(&mut c, 0, old_id),
+        2,
+        "a tunnel and routes to node3"
+    );
+
+    c.node_leave(2);
+    c.run_until("node3's record and ID gone", bound, |c| {
+        c.store_keys("node-info/node3").is_empty()
+            && c.store_keys(&format!("node-id/{old_id}")).is_empty()
+    })
+    .unwrap();
+    for node in [0, 1] {
+        c.run_until("the tunnel and routes to node3 removed", bound, |c| {
+            remote_items(c, node, old_id) == 0
+        })
+        .unwrap();
+    }
+    let checks = c.invariants();
+    assert!(checks.iter().all(|k| k.passed), "{checks:#?}");
+
+    c.node_rejoin(2);
+    c.run_until("node3's agent back", bound, |c| {
+        c.agents_ready() && c.node_id(2).is_some()
+    })
+    .unwrap();
+    assert_eq!(
+        c.node_id(2),
+        Some(old_id),
+        "the lowest free ID is its old one"
+    );
+    c.create_pod("p3", 2);
+    c.run_until("p3 running", bound, |c| c.all_running())
+        .unwrap();
+    let ip = c
+        .running_pods()
+        .into_iter()
+        .find(|p| p.0 == "p3")
+        .unwrap()
+        .2;
+    c.udp_reach("p0", ip, Duration::from_secs(5)).unwrap();
+    let checks = c.invariants();
+    assert!(checks.iter().all(|k| k.passed), "{checks:#?}");
+}

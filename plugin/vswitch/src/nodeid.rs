@@ -33,6 +33,8 @@ pub struct NodeIdAllocator<S> {
     nodes_prefix: String,
     /// Where agents publish their node records (`<prefix>node-info/`).
     info_prefix: String,
+    /// Where each node's pod addresses are (`<prefix>ipam/`).
+    ipam_prefix: String,
     max_id: u32,
 }
 
@@ -45,6 +47,7 @@ impl<S: Store> NodeIdAllocator<S> {
             prefix: format!("{prefix}node-id/"),
             nodes_prefix: format!("{prefix}k8s/node/"),
             info_prefix: format!("{prefix}node-info/"),
+            ipam_prefix: format!("{prefix}ipam/"),
             max_id,
         }
     }
@@ -157,8 +160,9 @@ impl<S: Store> NodeIdAllocator<S> {
         Ok(freed)
     }
 
-    /// Follows KSR's Node objects and frees the ID of every node whose object is
-    /// deleted, until the store fails; returns the error (the caller retries).
+    /// Follows KSR's Node objects and, for every node whose object is deleted, removes
+    /// its record and its pods' address allocations and frees its ID, until the store
+    /// fails; returns the error (the caller retries).
     ///
     /// Only deletions are acted on, never absence: a node that has just joined may not be
     /// reflected yet, and freeing its ID would hand it to another node.
@@ -196,6 +200,17 @@ impl<S: Store> NodeIdAllocator<S> {
                 .await
             {
                 return e;
+            }
+            // A node that left took its pods with it: their addresses are free.
+            let allocations = format!("{}{name}/", self.ipam_prefix);
+            let held = match self.store.list(&allocations).await {
+                Ok((kvs, _)) => kvs,
+                Err(e) => return e,
+            };
+            for kv in held {
+                if let Err(e) = self.store.delete(&kv.key).await {
+                    return e;
+                }
             }
             match self.release(name).await {
                 Ok(Some(id)) => tracing::info!(node = name, id, "node left the cluster: ID freed"),

@@ -253,6 +253,8 @@ pub struct SimCluster {
     events: Vec<Event>,
     faults: Vec<ActiveFault>,
     down: BTreeSet<usize>,
+    /// Nodes that left the cluster (their Node object deleted).
+    departed: BTreeSet<usize>,
     boots: Vec<u64>,
     next_token: u64,
     progress: Option<Progress>,
@@ -343,6 +345,7 @@ impl SimCluster {
             events: Vec::new(),
             faults: Vec::new(),
             down: BTreeSet::new(),
+            departed: BTreeSet::new(),
             next_token: 1,
             progress: None,
         })
@@ -940,6 +943,43 @@ impl SimCluster {
         }
     }
 
+    /// Node `index` leaves the cluster: it stops, its pods are deleted and its Node
+    /// object is removed (as `kubectl delete node` after a drain).
+    pub fn node_leave(&mut self, index: usize) {
+        self.log(format!("{} leaves the cluster", node_name(index)));
+        self.take_down(index, true);
+        let pods: Vec<String> = self
+            .pods
+            .iter()
+            .filter(|(_, p)| p.node == index)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for pod in pods {
+            self.pods.remove(&pod);
+            self.api_commands.push(ApiCommand::DeletePod { name: pod });
+        }
+        self.api_commands.push(ApiCommand::DeleteNode {
+            name: node_name(index),
+        });
+        self.departed.insert(index);
+    }
+
+    /// Node `index` joins again (its Node object made again) and boots.
+    pub fn node_rejoin(&mut self, index: usize) {
+        self.log(format!("{} joins the cluster again", node_name(index)));
+        self.departed.remove(&index);
+        *lock(&self.nodes[index].node_id) = None;
+        self.api_commands.push(ApiCommand::CreateNode {
+            name: node_name(index),
+        });
+        self.bring_up(index);
+    }
+
+    /// The node ID node `index`'s agent took at its last start.
+    pub fn node_id(&self, index: usize) -> Option<u32> {
+        *lock(&self.nodes[index].node_id)
+    }
+
     /// Injects `fault` now; it heals by itself.
     pub fn inject(&mut self, fault: Fault) {
         self.log(format!("fault: {fault}"));
@@ -1091,15 +1131,13 @@ impl SimCluster {
             ),
         });
         // Every node holds one node ID and one directory record, nobody else does.
+        let members = self.nodes.len() - self.departed.len();
         let ids = self.store_keys("node-id/").len();
         let infos = self.store_keys("node-info/").len();
         checks.push(Check {
             name: "one node ID and one node record per node".into(),
-            passed: ids == self.nodes.len() && infos == self.nodes.len(),
-            detail: format!(
-                "{ids} node IDs, {infos} node records for {} nodes",
-                self.nodes.len()
-            ),
+            passed: ids == members && infos == members,
+            detail: format!("{ids} node IDs, {infos} node records for {members} nodes"),
         });
         // Interfaces in namespaces belong to running pods only.
         let mut stray = Vec::new();
@@ -1151,7 +1189,7 @@ impl SimCluster {
                         .iter()
                         .filter(|e| e.key.starts_with("remote/") && e.key.ends_with("/routes"))
                         .count();
-                    let others = self.nodes.len() - 1;
+                    let others = members - 1;
                     let ok = d.converged && host_routes == local && remote == others;
                     checks.push(Check {
                         name: format!("{name}: applied equals desired, routes match pods"),
