@@ -168,13 +168,12 @@ impl Fabric {
             }
         }
         for (to, q) in &mut self.out {
-            if let Some(p) = self.ports.get_mut(to) {
-                if !q.is_empty() {
+            match self.ports.get_mut(to) {
+                Some(p) if !q.is_empty() => {
                     p.port.tx_burst(q, pool, now);
                 }
-                p.port.release_due(pool, now);
-            } else {
-                pool.free_all(q);
+                Some(_) => {}
+                None => pool.free_all(q),
             }
         }
         for p in self.ports.values_mut() {

@@ -43,6 +43,9 @@ pub const CNI_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub type BoxError = Box<dyn std::error::Error>;
 
+/// One run of a host, from its (re)start until it stops.
+pub type HostRun = std::pin::Pin<Box<dyn Future<Output = Result<(), BoxError>>>>;
+
 /// Locks simulation state; a panic while held aborts the run, so poisoning is moot.
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -99,9 +102,7 @@ pub fn store_client() -> RemoteStore {
 
 /// The store host: one in-memory store (made on the host, so leases run on its clock)
 /// served over gRPC.
-pub fn store_host(
-    slot: Arc<Mutex<Option<MemoryStore>>>,
-) -> impl Fn() -> std::pin::Pin<Box<dyn Future<Output = Result<(), BoxError>>>> {
+pub fn store_host(slot: Arc<Mutex<Option<MemoryStore>>>) -> impl Fn() -> HostRun {
     move || {
         let slot = slot.clone();
         Box::pin(async move {
@@ -127,7 +128,7 @@ pub enum ApiCommand {
 pub fn api_host(
     slot: Arc<Mutex<Option<ApiServer>>>,
     commands: Arc<Mailbox<ApiCommand>>,
-) -> impl Fn() -> std::pin::Pin<Box<dyn Future<Output = Result<(), BoxError>>>> {
+) -> impl Fn() -> HostRun {
     move || {
         let (slot, commands) = (slot.clone(), commands.clone());
         Box::pin(async move {
@@ -183,9 +184,7 @@ fn apply_api(api: &ApiServer, cmd: ApiCommand) -> Result<(), crate::apiserver::A
 }
 
 /// The KSR host: contiv-ksr with a kube-rs client and a store client on the network.
-pub fn ksr_host(
-    metrics: Arc<Mutex<Arc<contiv_ksr::Metrics>>>,
-) -> impl Fn() -> std::pin::Pin<Box<dyn Future<Output = Result<(), BoxError>>>> {
+pub fn ksr_host(metrics: Arc<Mutex<Arc<contiv_ksr::Metrics>>>) -> impl Fn() -> HostRun {
     move || {
         let metrics_slot = metrics.clone();
         Box::pin(async move {
@@ -335,9 +334,7 @@ fn result_ip(stdout: &str) -> Option<Ipv4Addr> {
 
 /// A node host: the agent with its engine (polled by the driver), the CNI server on the
 /// network, and the kubelet.
-pub fn node_host(
-    shared: Arc<NodeShared>,
-) -> impl Fn() -> std::pin::Pin<Box<dyn Future<Output = Result<(), BoxError>>>> {
+pub fn node_host(shared: Arc<NodeShared>) -> impl Fn() -> HostRun {
     move || {
         let shared = shared.clone();
         Box::pin(async move {

@@ -180,6 +180,8 @@ enum PodPhase {
     Deleting,
     /// An ADD failed; tried again at the given time.
     Backoff(Duration),
+    /// The sandbox went down with its node; a new one is made when the node is back.
+    AwaitingNode,
 }
 
 struct PodRecord {
@@ -500,7 +502,7 @@ impl SimCluster {
                 node,
                 container: String::new(),
                 netns: PathBuf::new(),
-                phase: PodPhase::Backoff(Duration::ZERO),
+                phase: PodPhase::Adding,
                 ip: None,
                 stack: None,
                 attempts: 0,
@@ -630,8 +632,7 @@ impl SimCluster {
             .pods
             .iter()
             .filter(|(_, p)| {
-                matches!(p.phase, PodPhase::Backoff(t) if t <= now && t > Duration::ZERO)
-                    && !self.down.contains(&p.node)
+                matches!(p.phase, PodPhase::Backoff(t) if t <= now) && !self.down.contains(&p.node)
             })
             .map(|(n, _)| n.clone())
             .collect();
@@ -704,21 +705,13 @@ impl SimCluster {
             .get(to)
             .and_then(|p| p.ip)
             .ok_or_else(|| SimError::Config(format!("{to} is not running")))?;
-        let sunk = |c: &SimCluster| {
-            c.pods
-                .get(to)
-                .and_then(|p| p.stack.as_ref())
-                .map_or(0, |s| s.stats.udp_discarded)
-        };
+        let sunk = |c: &SimCluster| c.stack(to).map_or(0, |s| s.stats.udp_discarded);
         let (start, base) = (self.now(), sunk(self));
         let mut sent = 0u64;
         while sunk(self) - base < count && self.now() - start < bound {
             if sent < count {
-                let mut n = 0;
-                self.with_pod(from, |p| {
-                    n = p.send_udp_stream(ip, (count - sent).min(64) as usize);
-                })?;
-                sent += n as u64;
+                let n = (count - sent).min(64) as usize;
+                sent += self.with_pod(from, |p| p.send_udp_stream(ip, n))? as u64;
             }
             self.step()?;
         }
@@ -754,27 +747,27 @@ impl SimCluster {
         self.with_pod(from, |p| p.tcp_request(to, token))?;
         let name = from.to_string();
         self.run_until(&format!("{from} -> {to} TCP"), bound, |c| {
-            c.pods
-                .get(&name)
-                .and_then(|p| p.stack.as_ref())
+            c.stack(&name)
                 .is_some_and(|s| s.tcp_answer(token).is_some())
         })?;
-        Ok(self.pods[from]
-            .stack
-            .as_ref()
+        Ok(self
+            .stack(from)
             .and_then(|s| s.tcp_answer(token))
             .unwrap_or_default()
             .to_string())
     }
 
-    fn with_pod(&mut self, name: &str, f: impl FnOnce(&mut SimPod)) -> Result<(), SimError> {
-        match self.pods.get_mut(name).and_then(|p| p.stack.as_mut()) {
-            Some(s) => {
-                f(s);
-                Ok(())
-            }
-            None => Err(SimError::Config(format!("{name} is not running"))),
-        }
+    /// The stack of pod `name`, while it runs.
+    fn stack(&self, name: &str) -> Option<&SimPod> {
+        self.pods.get(name).and_then(|p| p.stack.as_ref())
+    }
+
+    fn with_pod<T>(&mut self, name: &str, f: impl FnOnce(&mut SimPod) -> T) -> Result<T, SimError> {
+        self.pods
+            .get_mut(name)
+            .and_then(|p| p.stack.as_mut())
+            .map(f)
+            .ok_or_else(|| SimError::Config(format!("{name} is not running")))
     }
 
     fn probe(
@@ -786,32 +779,27 @@ impl SimCluster {
         answered: impl Fn(&SimPod, u64) -> bool,
     ) -> Result<Duration, SimError> {
         const RESEND: Duration = Duration::from_millis(500);
-        let start = self.now();
         let mut tokens = Vec::new();
-        let mut next_send = start;
-        loop {
-            if self.now() >= next_send {
-                let t = self.token();
-                self.with_pod(from, |p| send(p, t))?;
+        let mut next_send = self.now();
+        let mut gone = None;
+        let took = self.run_until(&format!("{kind} from {from}"), bound, |c| {
+            if c.stack(from)
+                .is_some_and(|s| tokens.iter().any(|&t| answered(s, t)))
+            {
+                return true;
+            }
+            if c.now() >= next_send {
+                let t = c.token();
+                if let Err(e) = c.with_pod(from, |p| send(p, t)) {
+                    gone = Some(e);
+                    return true;
+                }
                 tokens.push(t);
-                next_send = self.now() + RESEND;
+                next_send = c.now() + RESEND;
             }
-            self.step()?;
-            let done = self
-                .pods
-                .get(from)
-                .and_then(|p| p.stack.as_ref())
-                .is_some_and(|s| tokens.iter().any(|&t| answered(s, t)));
-            if done {
-                return Ok(self.now() - start);
-            }
-            if self.now() - start >= bound {
-                return Err(SimError::Timeout {
-                    what: format!("{kind} from {from}"),
-                    bound,
-                });
-            }
-        }
+            false
+        })?;
+        gone.map_or(Ok(took), Err)
     }
 
     /// The agent's dump of node `index` (desired against applied), asked over its event
@@ -880,6 +868,15 @@ impl SimCluster {
         &self.fabric
     }
 
+    /// The pods placed on node `index`.
+    fn pods_on(&self, index: usize) -> Vec<String> {
+        self.pods
+            .iter()
+            .filter(|(_, p)| p.node == index)
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
     fn host_of(&self, name: &str) -> Option<usize> {
         self.nodes.iter().position(|n| n.name == name)
     }
@@ -895,13 +892,7 @@ impl SimCluster {
         *lock(&n.metrics) = None;
         self.fabric.detach(index, &mut self.pool);
         if with_pods {
-            let gone: Vec<String> = self
-                .pods
-                .iter()
-                .filter(|(_, p)| p.node == index)
-                .map(|(n, _)| n.clone())
-                .collect();
-            for pod in gone {
+            for pod in self.pods_on(index) {
                 if let Some(p) = self.pods.get_mut(&pod) {
                     self.namespaces.remove(&p.netns.clone());
                     p.stack = None;
@@ -911,7 +902,7 @@ impl SimCluster {
                         self.pods.remove(&pod);
                         self.api_commands.push(ApiCommand::DeletePod { name: pod });
                     } else {
-                        p.phase = PodPhase::Backoff(Duration::MAX);
+                        p.phase = PodPhase::AwaitingNode;
                     }
                 }
             }
@@ -935,7 +926,7 @@ impl SimCluster {
         let waiting: Vec<String> = self
             .pods
             .iter()
-            .filter(|(_, p)| p.node == index && p.phase == PodPhase::Backoff(Duration::MAX))
+            .filter(|(_, p)| p.node == index && p.phase == PodPhase::AwaitingNode)
             .map(|(n, _)| n.clone())
             .collect();
         for pod in waiting {
@@ -948,13 +939,7 @@ impl SimCluster {
     pub fn node_leave(&mut self, index: usize) {
         self.log(format!("{} leaves the cluster", node_name(index)));
         self.take_down(index, true);
-        let pods: Vec<String> = self
-            .pods
-            .iter()
-            .filter(|(_, p)| p.node == index)
-            .map(|(n, _)| n.clone())
-            .collect();
-        for pod in pods {
+        for pod in self.pods_on(index) {
             self.pods.remove(&pod);
             self.api_commands.push(ApiCommand::DeletePod { name: pod });
         }
