@@ -10,6 +10,7 @@
 //! wraps an `rte_mbuf` behind the same accessors (data offset = mbuf `data_off`, length =
 //! `data_len`), so mbufs pass through the graph in place, with no copy on rx or tx.
 
+use std::ptr::NonNull;
 use std::sync::Arc;
 
 use crossbeam_queue::ArrayQueue;
@@ -45,20 +46,42 @@ pub struct PacketMeta {
     pub scratch: u32,
 }
 
+/// Where a buffer's bytes live, and so where it goes back to when it is freed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Backing {
+    /// A heap block of [`BUF_SIZE`] bytes, made when its [`BufferPool`] was.
+    Heap,
+    /// The data room of a DPDK mbuf (the `rte_mbuf` header sits just before `base`).
+    #[cfg(feature = "dpdk")]
+    Mbuf,
+}
+
 /// One packet buffer. See the module documentation for the layout.
+///
+/// Invariant, kept by every method: `start + len <= BUF_SIZE`, and `base` points at
+/// `BUF_SIZE` bytes that this value owns alone.
 pub struct PacketBuf {
     // A thin pointer: with the 16-byte metadata a `PacketBuf` is 32 bytes, and every node
     // and ring moves it by value.
-    storage: Box<[u8; BUF_SIZE]>,
+    base: NonNull<u8>,
     start: u16,
     len: u16,
+    backing: Backing,
     /// Metadata the graph nodes read and write.
     pub meta: PacketMeta,
 }
 
+// SAFETY: a `PacketBuf` owns its bytes exclusively (the heap block or the mbuf); no other
+// value points into them while it lives, so it moves between threads and is shared
+// read-only exactly as a `Box<[u8]>` would be.
+unsafe impl Send for PacketBuf {}
+// SAFETY: as above; `&PacketBuf` only reads.
+unsafe impl Sync for PacketBuf {}
+
 impl std::fmt::Debug for PacketBuf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PacketBuf")
+            .field("backing", &self.backing)
             .field("start", &self.start)
             .field("len", &self.len)
             .field("meta", &self.meta)
@@ -66,36 +89,101 @@ impl std::fmt::Debug for PacketBuf {
     }
 }
 
+impl Drop for PacketBuf {
+    fn drop(&mut self) {
+        match self.backing {
+            // SAFETY: a heap-backed `base` came from `Box::into_raw` of a `[u8; BUF_SIZE]`
+            // in `new_heap`, and this value owned it alone.
+            Backing::Heap => unsafe {
+                drop(Box::from_raw(self.base.as_ptr() as *mut [u8; BUF_SIZE]));
+            },
+            #[cfg(feature = "dpdk")]
+            Backing::Mbuf => crate::dpdk::free_mbuf_data(self.base),
+        }
+    }
+}
+
 impl PacketBuf {
-    fn new_storage() -> Box<[u8; BUF_SIZE]> {
+    /// A new heap-backed buffer (only when a pool is made: the fast path recycles).
+    fn new_heap() -> Self {
         // Made on the heap directly: a 2 KiB array on the stack first would be wasteful.
-        vec![0u8; BUF_SIZE]
+        let block: Box<[u8; BUF_SIZE]> = vec![0u8; BUF_SIZE]
             .into_boxed_slice()
             .try_into()
-            .unwrap_or_else(|_| unreachable!("the vector has BUF_SIZE bytes"))
-    }
-
-    fn from_storage(storage: Box<[u8; BUF_SIZE]>) -> Self {
+            .unwrap_or_else(|_| unreachable!("the vector has BUF_SIZE bytes"));
+        let base = NonNull::new(Box::into_raw(block) as *mut u8)
+            .unwrap_or_else(|| unreachable!("Box::into_raw is never null"));
         PacketBuf {
-            storage,
+            base,
             start: BUF_HEADROOM as u16,
             len: 0,
+            backing: Backing::Heap,
             meta: PacketMeta::default(),
         }
+    }
+
+    /// Wraps the data room of an mbuf: `base` is its `buf_addr`, `start` its `data_off`,
+    /// `len` its `data_len`.
+    ///
+    /// # Safety
+    /// `base` must be the `buf_addr` of a single-segment mbuf from one of this crate's
+    /// mempools (`BUF_SIZE` bytes, header right before it) that the caller owns and hands
+    /// over, and `start + len <= BUF_SIZE`.
+    #[cfg(feature = "dpdk")]
+    pub(crate) unsafe fn from_mbuf(base: NonNull<u8>, start: u16, len: u16) -> Self {
+        PacketBuf {
+            base,
+            start,
+            len,
+            backing: Backing::Mbuf,
+            meta: PacketMeta::default(),
+        }
+    }
+
+    /// Gives up ownership of the bytes: `(base, start, len)`. The caller must release
+    /// them as their backing requires.
+    #[cfg(feature = "dpdk")]
+    pub(crate) fn into_raw(self) -> (NonNull<u8>, u16, u16) {
+        let parts = (self.base, self.start, self.len);
+        std::mem::forget(self);
+        parts
+    }
+
+    pub(crate) fn backing(&self) -> Backing {
+        self.backing
     }
 
     /// The frame bytes.
     #[inline]
     pub fn data(&self) -> &[u8] {
-        let start = self.start as usize;
-        &self.storage[start..start + self.len as usize]
+        // SAFETY: `base` points at BUF_SIZE owned bytes and `start + len <= BUF_SIZE`
+        // (the type's invariant); `&self` keeps them borrowed.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.base.as_ptr().add(self.start as usize),
+                self.len as usize,
+            )
+        }
     }
 
     /// The frame bytes, writable.
     #[inline]
     pub fn data_mut(&mut self) -> &mut [u8] {
-        let start = self.start as usize;
-        &mut self.storage[start..start + self.len as usize]
+        // SAFETY: as in `data`, and `&mut self` makes the borrow exclusive.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.base.as_ptr().add(self.start as usize),
+                self.len as usize,
+            )
+        }
+    }
+
+    /// The whole buffer, headroom and tailroom included.
+    #[inline]
+    fn storage_mut(&mut self) -> &mut [u8] {
+        // SAFETY: `base` points at BUF_SIZE bytes this value owns; `&mut self` makes the
+        // borrow exclusive.
+        unsafe { std::slice::from_raw_parts_mut(self.base.as_ptr(), BUF_SIZE) }
     }
 
     #[inline]
@@ -117,7 +205,7 @@ impl PacketBuf {
     /// Free bytes after the frame.
     #[inline]
     pub fn tailroom(&self) -> usize {
-        self.storage.len() - self.start as usize - self.len as usize
+        BUF_SIZE - self.start as usize - self.len as usize
     }
 
     /// Grows the frame at the front by `n` bytes (for a new header) and returns them.
@@ -130,7 +218,7 @@ impl PacketBuf {
         self.start -= n as u16;
         self.len += n as u16;
         let start = self.start as usize;
-        Some(&mut self.storage[start..start + n])
+        Some(&mut self.storage_mut()[start..start + n])
     }
 
     /// Removes `n` bytes from the front of the frame (to strip a header). `false`, and no
@@ -157,7 +245,7 @@ impl PacketBuf {
     /// held). `false`, and no change, when it does not fit.
     #[inline]
     pub fn set_len(&mut self, len: usize) -> bool {
-        if self.start as usize + len > self.storage.len() {
+        if self.start as usize + len > BUF_SIZE {
             return false;
         }
         self.len = len as u16;
@@ -172,7 +260,7 @@ impl PacketBuf {
         }
         self.start = BUF_HEADROOM as u16;
         self.len = bytes.len() as u16;
-        self.storage[BUF_HEADROOM..BUF_HEADROOM + bytes.len()].copy_from_slice(bytes);
+        self.storage_mut()[BUF_HEADROOM..BUF_HEADROOM + bytes.len()].copy_from_slice(bytes);
         true
     }
 
@@ -188,7 +276,18 @@ impl PacketBuf {
 struct PoolShared {
     name: String,
     capacity: usize,
-    free: ArrayQueue<Box<[u8; BUF_SIZE]>>,
+    free: ArrayQueue<PacketBuf>,
+}
+
+/// What a pool hands out.
+#[derive(Clone)]
+enum PoolSource {
+    /// Heap blocks made with the pool, recycled through a shared lock-free ring.
+    Heap(Arc<PoolShared>),
+    /// Mbufs of a DPDK mempool, so that every packet the engine makes or receives can go
+    /// out of a DPDK port without a copy.
+    #[cfg(feature = "dpdk")]
+    Mempool(crate::dpdk::Mempool),
 }
 
 /// A pool of packet buffers, all allocated when the pool is made.
@@ -196,13 +295,11 @@ struct PoolShared {
 /// Shaped like a DPDK mempool: a lock-free shared ring of free buffers plus a per-handle
 /// cache, refilled and flushed in bulk, so that a worker usually allocates and frees
 /// without touching the shared ring at all. Each worker thread holds its own handle
-/// ([`BufferPool::handle`]); handles are `Send` but not shared.
+/// ([`BufferPool::handle`]); handles are `Send` but not shared. With the `dpdk` feature a
+/// pool can also be a DPDK mempool ([`BufferPool::from_mempool`]); the engine cannot tell.
 pub struct BufferPool {
-    shared: Arc<PoolShared>,
-    // Each box is a buffer that is handed out and taken back whole; a Vec of arrays
-    // would copy 2 KiB per alloc and free.
-    #[allow(clippy::vec_box)]
-    cache: Vec<Box<[u8; BUF_SIZE]>>,
+    source: PoolSource,
+    cache: PacketVec,
     cache_target: usize,
 }
 
@@ -212,20 +309,31 @@ impl BufferPool {
         let free = ArrayQueue::new(capacity.max(1));
         for _ in 0..capacity {
             // Cannot fail: the ring was sized for exactly these buffers.
-            let _ = free.push(PacketBuf::new_storage());
+            let _ = free.push(PacketBuf::new_heap());
         }
         let shared = Arc::new(PoolShared {
             name: name.to_string(),
             capacity,
             free,
         });
-        Self::with_shared(shared)
+        Self::with_source(PoolSource::Heap(shared))
     }
 
-    fn with_shared(shared: Arc<PoolShared>) -> Self {
-        let cache_target = (shared.capacity / 8).clamp(1, 2 * VECTOR_SIZE);
+    /// A pool whose buffers are the mbufs of `mempool`.
+    #[cfg(feature = "dpdk")]
+    pub fn from_mempool(mempool: crate::dpdk::Mempool) -> Self {
+        Self::with_source(PoolSource::Mempool(mempool))
+    }
+
+    fn with_source(source: PoolSource) -> Self {
+        let capacity = match &source {
+            PoolSource::Heap(shared) => shared.capacity,
+            #[cfg(feature = "dpdk")]
+            PoolSource::Mempool(m) => m.capacity(),
+        };
+        let cache_target = (capacity / 8).clamp(1, 2 * VECTOR_SIZE);
         BufferPool {
-            shared,
+            source,
             cache: Vec::with_capacity(2 * cache_target + VECTOR_SIZE),
             cache_target,
         }
@@ -233,22 +341,35 @@ impl BufferPool {
 
     /// Another handle to the same pool, with its own cache, for another worker.
     pub fn handle(&self) -> BufferPool {
-        Self::with_shared(Arc::clone(&self.shared))
+        Self::with_source(self.source.clone())
     }
 
     pub fn name(&self) -> &str {
-        &self.shared.name
+        match &self.source {
+            PoolSource::Heap(shared) => &shared.name,
+            #[cfg(feature = "dpdk")]
+            PoolSource::Mempool(m) => m.name(),
+        }
     }
 
     /// How many buffers the pool was made with.
     pub fn capacity(&self) -> usize {
-        self.shared.capacity
+        match &self.source {
+            PoolSource::Heap(shared) => shared.capacity,
+            #[cfg(feature = "dpdk")]
+            PoolSource::Mempool(m) => m.capacity(),
+        }
     }
 
     /// Free buffers in the shared ring plus this handle's cache (other handles' caches are
     /// not counted).
     pub fn available(&self) -> usize {
-        self.shared.free.len() + self.cache.len()
+        let shared = match &self.source {
+            PoolSource::Heap(shared) => shared.free.len(),
+            #[cfg(feature = "dpdk")]
+            PoolSource::Mempool(m) => m.available(),
+        };
+        shared + self.cache.len()
     }
 
     /// One buffer, reset; `None` when the pool is exhausted.
@@ -257,7 +378,9 @@ impl BufferPool {
         if self.cache.is_empty() {
             self.refill();
         }
-        self.cache.pop().map(PacketBuf::from_storage)
+        let mut p = self.cache.pop()?;
+        p.reset();
+        Some(p)
     }
 
     /// Up to `n` buffers appended to `out`; returns how many.
@@ -276,20 +399,40 @@ impl BufferPool {
     }
 
     fn refill(&mut self) {
-        for _ in 0..self.cache_target {
-            match self.shared.free.pop() {
-                Some(b) => self.cache.push(b),
-                None => break,
+        match &self.source {
+            PoolSource::Heap(shared) => {
+                for _ in 0..self.cache_target {
+                    match shared.free.pop() {
+                        Some(b) => self.cache.push(b),
+                        None => break,
+                    }
+                }
             }
+            #[cfg(feature = "dpdk")]
+            PoolSource::Mempool(m) => m.alloc_into(self.cache_target, &mut self.cache),
         }
     }
 
-    /// Returns a buffer to the pool.
+    /// Returns a buffer to the pool. A buffer from elsewhere (a heap block reaching a
+    /// mempool-backed pool, or an mbuf reaching a heap pool) goes back to where it came
+    /// from instead.
     #[inline]
     pub fn free(&mut self, pkt: PacketBuf) {
-        self.cache.push(pkt.storage);
+        if pkt.backing() != self.backing() {
+            drop(pkt);
+            return;
+        }
+        self.cache.push(pkt);
         if self.cache.len() >= 2 * self.cache_target {
             self.flush(self.cache_target);
+        }
+    }
+
+    fn backing(&self) -> Backing {
+        match &self.source {
+            PoolSource::Heap(_) => Backing::Heap,
+            #[cfg(feature = "dpdk")]
+            PoolSource::Mempool(_) => Backing::Mbuf,
         }
     }
 
@@ -303,9 +446,17 @@ impl BufferPool {
     fn flush(&mut self, keep: usize) {
         while self.cache.len() > keep {
             let Some(b) = self.cache.pop() else { break };
-            // A buffer that came from another pool (across a virtual wire between two
-            // worlds) may find this ring full: it is then simply released.
-            let _ = self.shared.free.push(b);
+            match &self.source {
+                // A buffer that came from another pool (across a virtual wire between two
+                // worlds) may find this ring full: it is then simply released.
+                PoolSource::Heap(shared) => {
+                    let _ = shared.free.push(b);
+                }
+                // The mempool has its own per-lcore caches; dropping the buffer puts the
+                // mbuf back.
+                #[cfg(feature = "dpdk")]
+                PoolSource::Mempool(_) => drop(b),
+            }
         }
     }
 }

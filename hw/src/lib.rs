@@ -2,8 +2,8 @@
 //!
 //! Everything the packet engine touches of the outside world goes through this crate:
 //! packet buffers ([`PacketBuf`], drawn from a [`BufferPool`]) and ports ([`Port`]: batch
-//! receive and batch transmit). Each port kind has a real implementation (DPDK, TAP,
-//! AF_PACKET: later issues) and a simulated one ([`virtual_wire`]), so the engine above is
+//! receive and batch transmit). Each port kind has a real implementation (DPDK with the
+//! `dpdk` feature, TAP, AF_PACKET) and a simulated one ([`virtual_wire`]), so the engine above is
 //! the same code in production and in the deterministic simulation.
 //!
 //! Wrappers stack on any port, as smoltcp's device wrappers do: [`ImpairedPort`] injects
@@ -11,6 +11,8 @@
 
 mod afpacket;
 mod buffer;
+#[cfg(feature = "dpdk")]
+pub mod dpdk;
 mod impair;
 pub mod netns;
 mod pcap;

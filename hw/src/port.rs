@@ -57,16 +57,25 @@ pub enum PortDropReason {
     DelayQueueFull,
     /// A frame arrived but the buffer pool was empty.
     RxNoBuffer,
+    /// The NIC dropped frames its receive ring had no room for.
+    RxMissed,
+    /// A received buffer the engine cannot take (a chained mbuf: a frame over 2 KiB).
+    RxUnusableBuffer,
+    /// No buffer to copy an outgoing frame into.
+    TxNoBuffer,
 }
 
 impl PortDropReason {
-    pub const ALL: [PortDropReason; 6] = [
+    pub const ALL: [PortDropReason; 9] = [
         PortDropReason::TxQueueFull,
         PortDropReason::LinkDown,
         PortDropReason::TooBig,
         PortDropReason::InjectedLoss,
         PortDropReason::DelayQueueFull,
         PortDropReason::RxNoBuffer,
+        PortDropReason::RxMissed,
+        PortDropReason::RxUnusableBuffer,
+        PortDropReason::TxNoBuffer,
     ];
 
     pub fn name(self) -> &'static str {
@@ -77,6 +86,9 @@ impl PortDropReason {
             PortDropReason::InjectedLoss => "injected loss",
             PortDropReason::DelayQueueFull => "delay line full",
             PortDropReason::RxNoBuffer => "rx: no buffer",
+            PortDropReason::RxMissed => "rx: missed by the nic",
+            PortDropReason::RxUnusableBuffer => "rx: chained or foreign mbuf",
+            PortDropReason::TxNoBuffer => "tx: no buffer",
         }
     }
 }
