@@ -24,6 +24,11 @@ for cmd in "${!packages[@]}"; do
 done
 # Debian's CNI reference plugins, chained after contiv-cni in its tests (not on PATH).
 [ -x /usr/lib/cni/tuning ] || missing+=(containernetworking-plugins)
+# The `dpdk` feature (on in this run): bindgen over libdpdk's headers needs libclang and
+# pkg-config; the DPDK tests load libdpdk's drivers (net_ring, net_tap, net_af_packet).
+for pkg in libdpdk-dev libclang-dev pkg-config; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || missing+=("$pkg")
+done
 if [ ${#missing[@]} -gt 0 ]; then
   step "installing ${missing[*]}"
   if [ "$(id -u)" -ne 0 ]; then
@@ -48,8 +53,9 @@ cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 step "the demo's build needs nothing but Rust"
 # Our .proto files are compiled by protox (tonic-prost-build's compile_fds), never by
 # protoc: a build of the demo with a protoc that always fails must still work, and no
-# crate that needs libclang (bindgen) or protoc at build time (etcd-client) may be in it.
-if cargo tree -p contiv-harness -e normal,build --prefix none | grep -E '^(bindgen|etcd-client|protoc)' ; then
+# crate that needs libclang (bindgen), libdpdk (contiv-dpdk-sys) or protoc at build time
+# (etcd-client) may be in it.
+if cargo tree -p contiv-harness -e normal,build --prefix none | grep -E '^(bindgen|contiv-dpdk-sys|etcd-client|protoc)' ; then
   echo "ci/test.sh: the demo's dependency graph pulls in a build that needs protoc, libclang or libdpdk" >&2
   exit 1
 fi
