@@ -175,7 +175,11 @@ fn ring_pairs_forward_through_the_graph() {
         })
         .collect();
     icmp_types.sort();
-    assert_eq!(icmp_types, vec![3, 11], "an unreachable and a time exceeded");
+    assert_eq!(
+        icmp_types,
+        vec![3, 11],
+        "an unreachable and a time exceeded"
+    );
 
     // Garbage: counted, never forwarded.
     let mut p = host_pool.alloc().unwrap();
