@@ -75,6 +75,9 @@ pub struct ClusterSpec {
     pub nodes: u32,
     pub pods_per_node: u32,
     pub transport: Transport,
+    /// Each node's uplink through DPDK's `net_af_packet` (a contiv-vswitch built with
+    /// the `dpdk` feature) instead of the agent's own AF_PACKET port.
+    pub dpdk_uplink: bool,
     /// Where contiv-vswitch, contiv-cni and contiv-ksr are.
     pub bin_dir: PathBuf,
     /// Where the harness itself is (it serves the simulated API server).
@@ -511,8 +514,17 @@ fn add_node(
     let http = format!("127.0.0.1:{}", free_port()?);
     let socket = state.dir.join(format!("n{i}-cni.sock"));
     let config = state.dir.join(format!("n{i}-vswitch.yaml"));
+    let uplink = if spec.dpdk_uplink {
+        // No hugepages (nothing global to set up or leak), one process: no shared files.
+        format!(
+            "  dpdk: \"net_af_packet0,iface=eth0\"\n  dpdkEal: [\"--no-huge\", \"-m\", \"256\", \"--no-pci\", \"-l\", \"0\", \"--no-telemetry\", \"--no-shconf\", \"--file-prefix\", \"{}\"]\n",
+            dpdk_file_prefix(&spec.name, i)
+        )
+    } else {
+        "  afPacket: eth0\n".to_string()
+    };
     let yaml = format!(
-        "nodeName: {node_name}\nstore:\n  endpoints: [\"{}\"]\n  timeoutMs: 3000\nnodeToNodeTransport: {}\nuplink:\n  afPacket: eth0\nhostNetns: /run/netns/{ns}\ncniSocket: {}\nhttpListen: {http}\n",
+        "nodeName: {node_name}\nstore:\n  endpoints: [\"{}\"]\n  timeoutMs: 3000\nnodeToNodeTransport: {}\nuplink:\n{uplink}hostNetns: /run/netns/{ns}\ncniSocket: {}\nhttpListen: {http}\n",
         state.etcd_endpoint,
         spec.transport.config_value(),
         socket.display()
@@ -633,6 +645,16 @@ fn cni_add(
 
 /// Stops the processes (newest first: agents, KSR, API server, etcd) and removes the
 /// namespaces, links, bridge and state; carries on past errors so nothing is left.
+/// The start of the DPDK file prefixes (runtime directory names) of a cluster's agents.
+fn dpdk_prefix_stem(cluster: &str) -> String {
+    format!("contiv-{cluster}-n")
+}
+
+/// The DPDK file prefix of node `i`'s agent.
+fn dpdk_file_prefix(cluster: &str, i: u32) -> String {
+    format!("{}{i}", dpdk_prefix_stem(cluster))
+}
+
 fn teardown(state: &ClusterState) {
     for (what, pid) in state.processes.iter().rev() {
         stop_process(what, *pid);
@@ -650,6 +672,16 @@ fn teardown(state: &ClusterState) {
         let _ = std::fs::remove_dir_all(d);
     }
     let _ = std::fs::remove_dir_all(&state.dir);
+    // DPDK agents' runtime directories (none with --no-shconf, but an agent that was
+    // killed may have left one).
+    let prefix = dpdk_prefix_stem(&state.name);
+    if let Ok(entries) = std::fs::read_dir("/var/run/dpdk") {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
 }
 
 /// SIGTERM, a bounded wait, then SIGKILL. Only a process that is still the one started

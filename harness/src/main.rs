@@ -137,6 +137,10 @@ enum NetnsCommand {
         pods_per_node: u32,
         #[arg(long, value_enum, default_value = "vxlan")]
         transport: TransportArg,
+        /// Each node's uplink through DPDK's net_af_packet (contiv-vswitch built with
+        /// `--features dpdk`) instead of the agent's own AF_PACKET port.
+        #[arg(long)]
+        dpdk: bool,
         /// Where contiv-vswitch, contiv-cni and contiv-ksr are (default: this program's
         /// directory).
         #[arg(long)]
@@ -361,6 +365,7 @@ fn netns_bench_cluster(seconds: u32, bin_dir: Option<PathBuf>) -> anyhow::Result
         nodes: 2,
         pods_per_node: 1,
         transport: Transport::Vxlan,
+        dpdk_uplink: false,
         bin_dir,
         harness,
         state_root: root.clone(),
@@ -508,6 +513,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             nodes,
             pods_per_node,
             transport,
+            dpdk,
             bin_dir,
             json,
         }) => {
@@ -525,6 +531,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     TransportArg::Vxlan => Transport::Vxlan,
                     TransportArg::Nooverlay => Transport::Nooverlay,
                 },
+                dpdk_uplink: dpdk,
                 bin_dir,
                 harness,
                 state_root: DEFAULT_STATE_ROOT.into(),

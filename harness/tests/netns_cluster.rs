@@ -30,7 +30,7 @@ impl Drop for Up {
     }
 }
 
-fn start(tag: char, transport: Transport) -> Option<Up> {
+fn start(tag: char, transport: Transport, dpdk_uplink: bool) -> Option<Up> {
     if !contiv_hw::netns::is_root() {
         assert!(
             std::env::var_os("CONTIV_REQUIRE_TOOLS").is_none(),
@@ -47,6 +47,7 @@ fn start(tag: char, transport: Transport) -> Option<Up> {
         nodes: 3,
         pods_per_node: 2,
         transport,
+        dpdk_uplink,
         bin_dir: harness.parent().expect("target dir").to_path_buf(),
         harness,
         state_root: root.clone(),
@@ -193,8 +194,8 @@ fn capture(bridge: &str, filter: &str, count: u32, traffic: impl FnOnce()) -> St
     String::from_utf8_lossy(&out.expect("tcpdump").stdout).into_owned()
 }
 
-fn suite(tag: char, transport: Transport) {
-    let Some(c) = start(tag, transport) else {
+fn suite(tag: char, transport: Transport, dpdk_uplink: bool) {
+    let Some(c) = start(tag, transport, dpdk_uplink) else {
         return;
     };
     let (p11, ip11) = c.pod(1, 1);
@@ -208,6 +209,23 @@ fn suite(tag: char, transport: Transport) {
         vec![1, 2, 3],
         "node IDs in order"
     );
+
+    // The uplink each agent wired is the kind asked for.
+    for n in nodes {
+        let dump = contiv_harness::agent_dump::fetch_dump(&format!("http://{}", n.agent_http))
+            .unwrap_or_else(|e| panic!("dump of {}: {e}", n.name));
+        let text = dump.to_string();
+        let want = if dpdk_uplink {
+            "net_af_packet0"
+        } else {
+            "\"eth0\""
+        };
+        assert!(
+            text.contains(want),
+            "{}: the uplink is {want}: {text}",
+            n.name
+        );
+    }
 
     // Pods get the overlay's MTU.
     let link = exec_in(p11, &["ip", "link", "show", "eth0"]).unwrap();
@@ -292,10 +310,18 @@ fn suite(tag: char, transport: Transport) {
 
 #[test]
 fn three_nodes_over_vxlan() {
-    suite('v', Transport::Vxlan);
+    suite('v', Transport::Vxlan, false);
 }
 
 #[test]
 fn three_nodes_routed_without_overlay() {
-    suite('r', Transport::Nooverlay);
+    suite('r', Transport::Nooverlay, false);
+}
+
+/// The same suite with every node's uplink on DPDK's net_af_packet (the agents run the
+/// DPDK build: ci/test.sh builds all features).
+#[cfg(feature = "dpdk")]
+#[test]
+fn three_nodes_over_vxlan_with_dpdk_uplinks() {
+    suite('d', Transport::Vxlan, true);
 }

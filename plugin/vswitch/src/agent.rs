@@ -212,6 +212,7 @@ impl<S: Store + Clone> Agent<S> {
     /// Takes the node's ID and sets up IPAM: the part of starting that needs the store
     /// and may be retried.
     pub async fn prepare(cfg: AgentConfig, store: S) -> Result<NodeSetup<S>, AgentError> {
+        #[cfg(not(feature = "dpdk"))]
         if let Some(dev) = &cfg.uplink.dpdk {
             return Err(AgentError::Uplink(format!(
                 "DPDK device {dev}: this build has no DPDK support (build with --features dpdk)"
@@ -296,7 +297,7 @@ impl<S: Store + Clone> Agent<S> {
             );
         }
         agent.publish_self().await;
-        if let Some(ifname) = agent.cfg.uplink.af_packet.clone() {
+        if let Some(device) = agent.cfg.uplink.device(&agent.cfg.node_name) {
             let address = Ipv4Net::new(
                 agent.own_address(),
                 agent.cfg.ipam.node_interconnect_cidr.len,
@@ -304,7 +305,7 @@ impl<S: Store + Clone> Agent<S> {
             agent.reconciler.set(
                 UPLINK_KEY,
                 NodeItem::Uplink {
-                    interface: ifname,
+                    device,
                     netns: agent.host_netns(),
                     address,
                     gateway: agent.cfg.uplink.gateway,
@@ -336,7 +337,9 @@ impl<S: Store + Clone> Agent<S> {
     /// Source NAT to the outside on the uplink, never towards the cluster: the pod and
     /// host subnets of all nodes and the addresses of the `nodes` known.
     fn set_snat(&mut self, nodes: &[NodeInfo]) {
-        if !self.cfg.nat_external_traffic || self.cfg.uplink.af_packet.is_none() {
+        if !self.cfg.nat_external_traffic
+            || (self.cfg.uplink.af_packet.is_none() && self.cfg.uplink.dpdk.is_none())
+        {
             return;
         }
         let ipam = &self.cfg.ipam;

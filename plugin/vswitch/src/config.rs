@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use contiv_dataplane::Ipv4Net;
 use serde::Deserialize;
 
+use crate::host::UplinkDevice;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
@@ -140,12 +142,46 @@ pub enum NodeToNodeTransport {
 pub struct UplinkConfig {
     /// An interface taken with AF_PACKET.
     pub af_packet: Option<String>,
-    /// A DPDK device (PCI address or vdev string); needs the `dpdk` build.
+    /// A DPDK device (PCI address or vdev string, e.g. `net_af_packet0,iface=eth0`);
+    /// needs the `dpdk` build.
     pub dpdk: Option<String>,
+    /// EAL arguments for the DPDK uplink. Default: hugepages, one lcore, the device
+    /// allowed when it is a PCI address (`--no-pci` for a vdev).
+    #[serde(default)]
+    pub dpdk_eal: Option<Vec<String>>,
     /// The default gateway on the uplink's subnet, for traffic to outside the cluster
     /// (none: only the uplink's own subnet is reached).
     #[serde(default)]
     pub gateway: Option<Ipv4Addr>,
+}
+
+impl UplinkConfig {
+    /// The uplink device, if any (validation refuses both kinds at once).
+    pub fn device(&self, node_name: &str) -> Option<UplinkDevice> {
+        if let Some(interface) = &self.af_packet {
+            return Some(UplinkDevice::AfPacket(interface.clone()));
+        }
+        let devargs = self.dpdk.clone()?;
+        let eal_args = self.dpdk_eal.clone().unwrap_or_else(|| {
+            let mut args: Vec<String> = [
+                "-l",
+                "0",
+                "--file-prefix",
+                &format!("contiv-{node_name}"),
+                "--no-telemetry",
+            ]
+            .map(String::from)
+            .to_vec();
+            let name = devargs.split(',').next().unwrap_or_default();
+            if name.starts_with("net_") {
+                args.push("--no-pci".into());
+            } else {
+                args.extend(["-a".to_string(), devargs.clone()]);
+            }
+            args
+        });
+        Some(UplinkDevice::Dpdk { devargs, eal_args })
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]

@@ -15,6 +15,29 @@ use contiv_hw::{AfPacketConfig, AfPacketPort, MacAddr, Port, TapPort};
 
 use crate::wiring::WiringError;
 
+/// The NIC the dataplane reaches other nodes by.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UplinkDevice {
+    /// A kernel interface, by name, taken with an AF_PACKET socket.
+    AfPacket(String),
+    /// A DPDK device (`net_af_packet0,iface=eth0`, a PCI address) and the EAL's
+    /// arguments; needs the `dpdk` build.
+    Dpdk {
+        devargs: String,
+        eal_args: Vec<String>,
+    },
+}
+
+impl UplinkDevice {
+    /// The interface name the dataplane gives the port.
+    pub fn name(&self) -> &str {
+        match self {
+            UplinkDevice::AfPacket(name) => name,
+            UplinkDevice::Dpdk { devargs, .. } => devargs.split(',').next().unwrap_or(devargs),
+        }
+    }
+}
+
 /// A device the host made for the dataplane: the dataplane's port on it, and the MAC of
 /// the far side (the pod's or the host stack's interface).
 pub struct HostDevice {
@@ -51,7 +74,7 @@ pub trait NodeHost: Send {
     fn open_uplink(
         &mut self,
         netns: &Path,
-        interface: &str,
+        device: &UplinkDevice,
         mtu: u16,
     ) -> Result<HostDevice, WiringError>;
 
@@ -130,9 +153,15 @@ impl NodeHost for LinuxHost {
     fn open_uplink(
         &mut self,
         netns: &Path,
-        interface: &str,
+        device: &UplinkDevice,
         mtu: u16,
     ) -> Result<HostDevice, WiringError> {
+        let interface = match device {
+            UplinkDevice::AfPacket(interface) => interface.as_str(),
+            UplinkDevice::Dpdk { devargs, eal_args } => {
+                return open_dpdk_uplink(netns, devargs, eal_args)
+            }
+        };
         let mac = inspect_interface(netns, interface)?
             .and_then(|st| st.mac)
             .ok_or_else(|| NetnsError::NoSuchInterface(interface.into()))?;
@@ -166,4 +195,40 @@ impl NodeHost for LinuxHost {
     ) -> Result<Option<InterfaceState>, WiringError> {
         Ok(inspect_interface(netns, name)?)
     }
+}
+
+/// A DPDK uplink: the EAL started with `eal_args` (once per process), the device probed
+/// with the calling thread in `netns`, where vdevs that use kernel interfaces
+/// (net_af_packet) find them. Frames the engine makes in heap buffers are copied into
+/// mbufs on the way out (the port counts them).
+#[cfg(feature = "dpdk")]
+fn open_dpdk_uplink(
+    netns: &Path,
+    devargs: &str,
+    eal_args: &[String],
+) -> Result<HostDevice, WiringError> {
+    use contiv_hw::dpdk::{DpdkPort, DpdkPortConfig, Eal, EalConfig};
+    let eal = Eal::init(&EalConfig {
+        args: eal_args.to_vec(),
+    })
+    .map_err(|e| WiringError::Host(e.to_string()))?;
+    let config = DpdkPortConfig::new(devargs);
+    let port = in_netns(netns, move || DpdkPort::open(eal, &config))?
+        .map_err(|e| WiringError::Host(e.to_string()))?;
+    let peer_mac = port.mac();
+    Ok(HostDevice {
+        port: Box::new(port),
+        peer_mac,
+    })
+}
+
+#[cfg(not(feature = "dpdk"))]
+fn open_dpdk_uplink(
+    _netns: &Path,
+    devargs: &str,
+    _eal_args: &[String],
+) -> Result<HostDevice, WiringError> {
+    Err(WiringError::Host(format!(
+        "DPDK device {devargs}: this build has no DPDK support (build with --features dpdk)"
+    )))
 }

@@ -16,7 +16,7 @@ use contiv_dataplane::{
 use contiv_hw::netns::{HostInterconnect, NetnsError, PodInterface};
 use contiv_hw::MacAddr;
 
-use crate::host::{HostDevice, NodeHost};
+use crate::host::{HostDevice, NodeHost, UplinkDevice};
 use crate::reconciler::{Applier, Item, Key};
 use crate::worker::{DataplaneWorker, WorkerError};
 
@@ -87,9 +87,9 @@ pub enum NodeItem {
         host_routes: Vec<Ipv4Net>,
         mtu: u16,
     },
-    /// The node's uplink, taken with AF_PACKET, with the node's address on it.
+    /// The node's uplink (AF_PACKET or DPDK), with the node's address on it.
     Uplink {
-        interface: String,
+        device: UplinkDevice,
         /// The namespace the interface is in (the host's).
         netns: PathBuf,
         address: Ipv4Net,
@@ -366,16 +366,17 @@ impl NodeApplier {
     fn create_uplink(
         &mut self,
         key: &str,
-        interface: &str,
+        device: &UplinkDevice,
         netns: &Path,
         address: Ipv4Net,
         gateway: Option<Ipv4Addr>,
         mtu: u16,
     ) -> Result<(), WiringError> {
-        let device = self.host.open_uplink(netns, interface, mtu)?;
+        let interface = device.name().to_string();
+        let device = self.host.open_uplink(netns, device, mtu)?;
         let iface = Interface {
             mtu,
-            ..Interface::new(0, interface, device.peer_mac)
+            ..Interface::new(0, &interface, device.peer_mac)
         }
         .with_address(address);
         self.attach(key, device, iface, |port| {
@@ -470,12 +471,12 @@ impl Applier<NodeItem> for NodeApplier {
                 mtu,
             } => self.create_host_interconnect(key, name, netns, *subnet, host_routes, *mtu),
             NodeItem::Uplink {
-                interface,
+                device,
                 netns,
                 address,
                 gateway,
                 mtu,
-            } => self.create_uplink(key, interface, netns, *address, *gateway, *mtu),
+            } => self.create_uplink(key, device, netns, *address, *gateway, *mtu),
             NodeItem::Snat {
                 external,
                 inside,

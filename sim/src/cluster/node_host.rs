@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use contiv_hw::netns::{HostInterconnect, InterfaceState, PodInterface};
 use contiv_hw::{virtual_wire, MacAddr, Port, VirtualPort, WireConfig};
-use contiv_vswitch::host::{HostDevice, NodeHost};
+use contiv_vswitch::host::{HostDevice, NodeHost, UplinkDevice};
 use contiv_vswitch::wiring::WiringError;
 
 /// Frames each direction of a pod's wire holds.
@@ -166,9 +166,10 @@ impl NodeHost for SimNodeHost {
     fn open_uplink(
         &mut self,
         _netns: &Path,
-        interface: &str,
+        device: &UplinkDevice,
         _mtu: u16,
     ) -> Result<HostDevice, WiringError> {
+        let interface = device.name();
         let port = self
             .uplink
             .lock()
