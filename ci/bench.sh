@@ -58,6 +58,14 @@ else
 fi
 
 echo
+if [ "$(id -u)" -eq 0 ] && command -v dpdk-testpmd >/dev/null 2>&1 && pkg-config --exists libdpdk; then
+  echo "DPDK: the engine against testpmd and Open vSwitch on the same vdevs"
+  ci/dpdk-bench.sh 5
+else
+  echo "DPDK benchmark skipped: needs root, libdpdk-dev and dpdk-testpmd (apt-get install dpdk-dev)"
+fi
+
+echo
 if [ "$(id -u)" -eq 0 ] && command -v etcd >/dev/null 2>&1; then
   echo "CNI: ADD latency (exec of contiv-cni to its exit) and rate, real agent and etcd"
   cargo test --release -q -p contiv-vswitch --features etcd --test cni_bench -- --ignored --nocapture 2>&1 | grep '^cni-bench'

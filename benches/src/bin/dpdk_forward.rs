@@ -5,8 +5,11 @@
 //! routes), ip4-rewrite, and out of a `net_null` vdev.
 //!
 //!   dpdk-forward [--seconds 5] [--routes 1000000] [--flows 1024] [--hugepages]
+//!   dpdk-forward --write-pcap FILE [--routes N] [--flows N]
 //!
-//! Prints one line: `dpdk-forward: <Mpps> Mpps ...`.
+//! Prints one line: `dpdk-forward: <Mpps> Mpps ...`. With `--write-pcap` it only writes
+//! the capture it would replay (the same for the same arguments), for testpmd and Open
+//! vSwitch to replay in the same comparison.
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -24,6 +27,7 @@ struct Args {
     routes: usize,
     flows: usize,
     hugepages: bool,
+    write_pcap: Option<std::path::PathBuf>,
 }
 
 fn args() -> Result<Args> {
@@ -32,6 +36,7 @@ fn args() -> Result<Args> {
         routes: 1_000_000,
         flows: 1024,
         hugepages: false,
+        write_pcap: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -41,6 +46,7 @@ fn args() -> Result<Args> {
             "--routes" => a.routes = value()?.parse()?,
             "--flows" => a.flows = value()?.parse()?,
             "--hugepages" => a.hugepages = true,
+            "--write-pcap" => a.write_pcap = Some(value()?.into()),
             other => bail!("unknown argument {other:?} (see the source's header)"),
         }
     }
@@ -76,6 +82,9 @@ fn write_pcap(
 
 fn main() -> Result<()> {
     let a = args()?;
+    if let Some(path) = &a.write_pcap {
+        return write_pcap(path, a.flows, &random_prefixes(a.routes, 42));
+    }
     let prefix = format!("contiv-dpdkfwd-{}", std::process::id());
     let eal_config = if a.hugepages {
         EalConfig {
