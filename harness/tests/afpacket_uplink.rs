@@ -177,19 +177,12 @@ fn two_hosts_forwarded_over_af_packet_ports() {
 #[cfg(feature = "dpdk")]
 mod dpdk {
     use super::*;
-    use contiv_hw::dpdk::{DpdkPort, DpdkPortConfig, Eal, EalConfig};
-
-    struct RuntimeDirGuard(&'static Eal);
-    impl Drop for RuntimeDirGuard {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(self.0.runtime_dir());
-        }
-    }
+    use contiv_hw::dpdk::{DpdkPort, DpdkPortConfig, Eal, EalConfig, RuntimeDirGuard};
 
     fn eal() -> (&'static Eal, RuntimeDirGuard) {
         let prefix = format!("contiv-afp-{}", std::process::id());
         let eal = Eal::init(&EalConfig::no_huge(&prefix, 256)).expect("EAL");
-        (eal, RuntimeDirGuard(eal))
+        (eal, eal.runtime_dir_guard())
     }
 
     /// Opens a DPDK port with the calling thread in `ns`: vdevs that use kernel

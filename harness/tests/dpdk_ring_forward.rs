@@ -12,13 +12,6 @@ use contiv_hw::dpdk::{ring_pair, DpdkPort, DpdkPortConfig, Eal, EalConfig};
 use contiv_hw::{BufferPool, MacAddr, Port, Timestamp};
 use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 
-struct RuntimeDirGuard(&'static Eal);
-impl Drop for RuntimeDirGuard {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(self.0.runtime_dir());
-    }
-}
-
 const ENGINE_A: MacAddr = MacAddr([0x02, 0, 0, 0, 0xa, 1]);
 const ENGINE_B: MacAddr = MacAddr([0x02, 0, 0, 0, 0xb, 1]);
 const HOST_A: MacAddr = MacAddr([0x02, 0, 0, 0, 0xa, 2]);
@@ -61,7 +54,7 @@ fn collect(
 fn ring_pairs_forward_through_the_graph() {
     let prefix = format!("contiv-ringfwd-{}", std::process::id());
     let eal = Eal::init(&EalConfig::no_huge(&prefix, 256)).expect("EAL");
-    let _cleanup = RuntimeDirGuard(eal);
+    let _cleanup = eal.runtime_dir_guard();
     let cfg = DpdkPortConfig::new("rings");
     let (engine_a, mut host_a) = ring_pair(eal, "rfa", &cfg).unwrap();
     let (engine_b, mut host_b) = ring_pair(eal, "rfb", &cfg).unwrap();

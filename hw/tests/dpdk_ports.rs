@@ -12,14 +12,6 @@ fn eal() -> &'static Eal {
     Eal::init(&EalConfig::no_huge(&prefix, 256)).expect("EAL under --no-huge")
 }
 
-/// Removes the EAL's runtime directory when a test ends, passed or failed.
-struct RuntimeDirGuard(&'static Eal);
-impl Drop for RuntimeDirGuard {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(self.0.runtime_dir());
-    }
-}
-
 fn frame(n: u8) -> Vec<u8> {
     let mut f = vec![0u8; 60];
     f[..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 0xbb]);
@@ -34,7 +26,7 @@ fn frame(n: u8) -> Vec<u8> {
 #[test]
 fn ring_pair_carries_mbufs_in_place() {
     let eal = eal();
-    let _cleanup = RuntimeDirGuard(eal);
+    let _cleanup = eal.runtime_dir_guard();
     let (mut a, mut b) = ring_pair(eal, "hwt_rp", &DpdkPortConfig::new("unused")).unwrap();
     // The engine's pool over a's own mempool: every buffer is an mbuf.
     let mut pool = BufferPool::from_mempool(a.mempool().clone());
@@ -74,7 +66,7 @@ fn ring_pair_carries_mbufs_in_place() {
 #[test]
 fn heap_buffers_are_copied_out_and_counted() {
     let eal = eal();
-    let _cleanup = RuntimeDirGuard(eal);
+    let _cleanup = eal.runtime_dir_guard();
     let (mut a, mut b) = ring_pair(eal, "hwt_heap", &DpdkPortConfig::new("unused")).unwrap();
     let mut heap = BufferPool::new("heap", 64);
     let mut out = Vec::with_capacity(8);
@@ -106,7 +98,7 @@ fn heap_buffers_are_copied_out_and_counted() {
 #[test]
 fn mempool_exhaustion_is_no_panic() {
     let eal = eal();
-    let _cleanup = RuntimeDirGuard(eal);
+    let _cleanup = eal.runtime_dir_guard();
     let mp = Mempool::create(eal, "hwt_small", 64).unwrap();
     let mut pool = BufferPool::from_mempool(mp);
     let mut held = Vec::with_capacity(128);
@@ -126,7 +118,7 @@ fn mempool_exhaustion_is_no_panic() {
 #[test]
 fn device_that_cannot_be_probed_is_a_clear_error() {
     let eal = eal();
-    let _cleanup = RuntimeDirGuard(eal);
+    let _cleanup = eal.runtime_dir_guard();
     let err = DpdkPort::open(eal, &DpdkPortConfig::new("net_nosuchdriver0"))
         .err()
         .expect("no such driver");
@@ -145,7 +137,7 @@ fn device_that_cannot_be_probed_is_a_clear_error() {
 #[test]
 fn a_second_eal_with_other_arguments_is_refused() {
     let eal = eal();
-    let _cleanup = RuntimeDirGuard(eal);
+    let _cleanup = eal.runtime_dir_guard();
     let other = EalConfig::no_huge("contiv-hwtest-other", 128);
     let err = Eal::init(&other).expect_err("EAL twice");
     assert!(

@@ -108,9 +108,8 @@ fn main() -> Result<()> {
         EalConfig::no_huge(&prefix, 1024)
     };
     let eal = Eal::init(&eal_config)?;
-    let result = run(eal, &a);
-    let _ = std::fs::remove_dir_all(eal.runtime_dir());
-    result
+    let _cleanup = eal.runtime_dir_guard();
+    run(eal, &a)
 }
 
 fn run(eal: &'static Eal, a: &Args) -> Result<()> {

@@ -209,4 +209,19 @@ impl Eal {
     pub fn config(&self) -> &EalConfig {
         &self.config
     }
+
+    /// Removes the runtime directory when dropped: tests and benchmarks hold one so
+    /// that nothing stays under /var/run/dpdk however they end.
+    pub fn runtime_dir_guard(&'static self) -> RuntimeDirGuard {
+        RuntimeDirGuard(self)
+    }
+}
+
+/// See [`Eal::runtime_dir_guard`].
+pub struct RuntimeDirGuard(&'static Eal);
+
+impl Drop for RuntimeDirGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(self.0.runtime_dir());
+    }
 }

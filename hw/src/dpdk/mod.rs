@@ -19,7 +19,7 @@ use std::ptr::NonNull;
 
 use contiv_dpdk_sys as sys;
 
-pub use eal::{Eal, EalConfig};
+pub use eal::{Eal, EalConfig, RuntimeDirGuard};
 pub use mempool::Mempool;
 pub use port::{DpdkPort, DpdkPortConfig};
 
