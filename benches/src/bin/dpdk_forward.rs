@@ -87,23 +87,7 @@ fn main() -> Result<()> {
     }
     let prefix = format!("contiv-dpdkfwd-{}", std::process::id());
     let eal_config = if a.hugepages {
-        EalConfig {
-            args: [
-                "--no-pci",
-                "-m",
-                "1024",
-                "--file-prefix",
-                &prefix,
-                "--no-telemetry",
-                "--no-shconf",
-                "-l",
-                "0",
-                "--log-level",
-                "lib.eal:warning",
-            ]
-            .map(String::from)
-            .to_vec(),
-        }
+        EalConfig::hugepages(&prefix, 1024)
     } else {
         EalConfig::no_huge(&prefix, 1024)
     };

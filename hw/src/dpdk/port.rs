@@ -375,7 +375,7 @@ impl Port for DpdkPort {
 }
 
 /// A vdev by its driver-prefixed name (`net_*`, DPDK's convention for virtual devices).
-fn is_vdev(name: &str) -> bool {
+pub(super) fn is_vdev(name: &str) -> bool {
     name.starts_with("net_") || name.starts_with("eth_")
 }
 

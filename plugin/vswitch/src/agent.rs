@@ -297,7 +297,7 @@ impl<S: Store + Clone> Agent<S> {
             );
         }
         agent.publish_self().await;
-        if let Some(device) = agent.cfg.uplink.device(&agent.cfg.node_name) {
+        if let Some(device) = agent.cfg.uplink.device() {
             let address = Ipv4Net::new(
                 agent.own_address(),
                 agent.cfg.ipam.node_interconnect_cidr.len,

@@ -145,8 +145,8 @@ pub struct UplinkConfig {
     /// A DPDK device (PCI address or vdev string, e.g. `net_af_packet0,iface=eth0`);
     /// needs the `dpdk` build.
     pub dpdk: Option<String>,
-    /// EAL arguments for the DPDK uplink. Default: hugepages, one lcore, the device
-    /// allowed when it is a PCI address (`--no-pci` for a vdev).
+    /// EAL arguments for the DPDK uplink. Default (`hw::dpdk::EalConfig::for_device`):
+    /// hugepages, one lcore, the device allowed when it is a PCI address.
     #[serde(default)]
     pub dpdk_eal: Option<Vec<String>>,
     /// The default gateway on the uplink's subnet, for traffic to outside the cluster
@@ -157,29 +157,12 @@ pub struct UplinkConfig {
 
 impl UplinkConfig {
     /// The uplink device, if any (validation refuses both kinds at once).
-    pub fn device(&self, node_name: &str) -> Option<UplinkDevice> {
+    pub fn device(&self) -> Option<UplinkDevice> {
         if let Some(interface) = &self.af_packet {
             return Some(UplinkDevice::AfPacket(interface.clone()));
         }
         let devargs = self.dpdk.clone()?;
-        let eal_args = self.dpdk_eal.clone().unwrap_or_else(|| {
-            let mut args: Vec<String> = [
-                "-l",
-                "0",
-                "--file-prefix",
-                &format!("contiv-{node_name}"),
-                "--no-telemetry",
-            ]
-            .map(String::from)
-            .to_vec();
-            let name = devargs.split(',').next().unwrap_or_default();
-            if name.starts_with("net_") {
-                args.push("--no-pci".into());
-            } else {
-                args.extend(["-a".to_string(), devargs.clone()]);
-            }
-            args
-        });
+        let eal_args = self.dpdk_eal.clone();
         Some(UplinkDevice::Dpdk { devargs, eal_args })
     }
 }

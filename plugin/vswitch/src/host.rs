@@ -21,10 +21,10 @@ pub enum UplinkDevice {
     /// A kernel interface, by name, taken with an AF_PACKET socket.
     AfPacket(String),
     /// A DPDK device (`net_af_packet0,iface=eth0`, a PCI address) and the EAL's
-    /// arguments; needs the `dpdk` build.
+    /// arguments (none: the defaults for the device); needs the `dpdk` build.
     Dpdk {
         devargs: String,
-        eal_args: Vec<String>,
+        eal_args: Option<Vec<String>>,
     },
 }
 
@@ -205,13 +205,14 @@ impl NodeHost for LinuxHost {
 fn open_dpdk_uplink(
     netns: &Path,
     devargs: &str,
-    eal_args: &[String],
+    eal_args: &Option<Vec<String>>,
 ) -> Result<HostDevice, WiringError> {
     use contiv_hw::dpdk::{DpdkPort, DpdkPortConfig, Eal, EalConfig};
-    let eal = Eal::init(&EalConfig {
-        args: eal_args.to_vec(),
-    })
-    .map_err(|e| WiringError::Host(e.to_string()))?;
+    let config = match eal_args {
+        Some(args) => EalConfig { args: args.clone() },
+        None => EalConfig::for_device(devargs, "contiv-vswitch"),
+    };
+    let eal = Eal::init(&config).map_err(|e| WiringError::Host(e.to_string()))?;
     let config = DpdkPortConfig::new(devargs);
     let port = in_netns(netns, move || DpdkPort::open(eal, &config))?
         .map_err(|e| WiringError::Host(e.to_string()))?;
@@ -226,7 +227,7 @@ fn open_dpdk_uplink(
 fn open_dpdk_uplink(
     _netns: &Path,
     devargs: &str,
-    _eal_args: &[String],
+    _eal_args: &Option<Vec<String>>,
 ) -> Result<HostDevice, WiringError> {
     Err(WiringError::Host(format!(
         "DPDK device {devargs}: this build has no DPDK support (build with --features dpdk)"
