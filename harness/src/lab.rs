@@ -52,21 +52,42 @@ pub struct Pod {
     pub port_mac: MacAddr,
 }
 
+/// How [`wire_pod`] wires a pod.
+#[derive(Clone, Copy, Debug)]
+pub struct PodOptions {
+    /// No static entry for the gateway in the pod: it must ask by ARP.
+    pub arp_for_gateway: bool,
+    /// TAP offloads on (TCP super-frames, partial checksums), as the agent wires pods.
+    pub offloads: bool,
+}
+
+impl Default for PodOptions {
+    fn default() -> Self {
+        PodOptions {
+            arp_for_gateway: false,
+            offloads: true,
+        }
+    }
+}
+
 /// Makes a namespace, a TAP for it (named `tap`), moves the TAP in, configures the pod's
 /// side (address /32, routes via [`POD_GATEWAY`], a static gateway entry unless
-/// `arp_for_gateway`), and adds the port, the pod's /32 route and its neighbour entry to
-/// the engine.
+/// `opts.arp_for_gateway`), and adds the port, the pod's /32 route and its neighbour entry
+/// to the engine.
 pub fn wire_pod(
     engine: &mut Engine,
     tables: &TableHandle,
     ns: &str,
     tap: &str,
     ip: Ipv4Addr,
-    arp_for_gateway: bool,
+    opts: PodOptions,
 ) -> Result<Pod, LabError> {
     let netns = Netns::create(ns)?;
     let port_mac = MacAddr::local(u32::from(ip));
-    let tap_port = TapPort::create(tap, port_mac, 1500)?;
+    let mut tap_port = TapPort::create(tap, port_mac, 1500)?;
+    if opts.offloads {
+        tap_port.enable_offloads()?;
+    }
     let pod_mac = tap_port.device_mac()?;
     move_to_netns(tap, &netns.path())?;
     configure_pod_interface(
@@ -75,7 +96,7 @@ pub fn wire_pod(
             name: tap.into(),
             address: ip,
             gateway: POD_GATEWAY,
-            gateway_mac: (!arp_for_gateway).then_some(port_mac),
+            gateway_mac: (!opts.arp_for_gateway).then_some(port_mac),
             mtu: 1500,
         },
     )?;
@@ -120,7 +141,8 @@ pub fn wire_host_interconnect(
     let base = u32::from(subnet) & 0xffff_ff00;
     let (dp_ip, host_ip) = (Ipv4Addr::from(base | 1), Ipv4Addr::from(base | 2));
     let dp_mac = MacAddr::local(u32::from(dp_ip));
-    let tap_port = TapPort::create(tap, dp_mac, 1500)?;
+    let mut tap_port = TapPort::create(tap, dp_mac, 1500)?;
+    tap_port.enable_offloads()?;
     move_to_netns(tap, &host.path())?;
     configure_host_interconnect(
         &host.path(),

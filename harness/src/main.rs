@@ -287,7 +287,7 @@ fn netns_bench_pods(seconds: u32) -> anyhow::Result<ExitCode> {
     let tables = contiv_dataplane::TableHandle::new();
     let mut engine = contiv_dataplane::Engine::new(
         &tables,
-        contiv_hw::BufferPool::new("bench", 8192),
+        contiv_hw::BufferPool::new("bench", 8192).with_large_buffers(64),
         &Default::default(),
     )?;
     let a = wire_pod(
@@ -296,7 +296,7 @@ fn netns_bench_pods(seconds: u32) -> anyhow::Result<ExitCode> {
         &format!("cb-a-{pid}"),
         &format!("cba{pid}"),
         std::net::Ipv4Addr::new(10, 1, 1, 2),
-        false,
+        Default::default(),
     )?;
     let b = wire_pod(
         &mut engine,
@@ -304,7 +304,7 @@ fn netns_bench_pods(seconds: u32) -> anyhow::Result<ExitCode> {
         &format!("cb-b-{pid}"),
         &format!("cbb{pid}"),
         std::net::Ipv4Addr::new(10, 1, 1, 3),
-        false,
+        Default::default(),
     )?;
     let worker = Worker::start(engine);
     let engine_runs: Vec<f64> = (0..3)
@@ -446,7 +446,7 @@ fn netns_pods(count: u8, prefix: &str) -> anyhow::Result<ExitCode> {
     let tables = contiv_dataplane::TableHandle::new();
     let mut engine = contiv_dataplane::Engine::new(
         &tables,
-        contiv_hw::BufferPool::new("netns-pods", 4096),
+        contiv_hw::BufferPool::new("netns-pods", 4096).with_large_buffers(64),
         &Default::default(),
     )?;
     let mut pods = Vec::new();
@@ -455,7 +455,7 @@ fn netns_pods(count: u8, prefix: &str) -> anyhow::Result<ExitCode> {
         let ns = format!("{prefix}-pod{i}");
         let tap = format!("{}-tap{i}", &prefix[..prefix.len().min(8)]);
         pods.push(
-            wire_pod(&mut engine, &tables, &ns, &tap, ip, false)
+            wire_pod(&mut engine, &tables, &ns, &tap, ip, Default::default())
                 .with_context(|| format!("wiring pod {ns}"))?,
         );
     }

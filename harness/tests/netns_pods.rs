@@ -8,8 +8,10 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use contiv_dataplane::{Engine, EngineConfig, TableHandle};
-use contiv_harness::lab::{wire_host_interconnect, wire_pod, Netns, Pod, Worker, POD_GATEWAY};
+use contiv_dataplane::{Counter, Engine, EngineConfig, TableHandle};
+use contiv_harness::lab::{
+    wire_host_interconnect, wire_pod, Netns, Pod, PodOptions, Worker, POD_GATEWAY,
+};
 use contiv_hw::netns::{in_netns, move_to_netns};
 use contiv_hw::{BufferPool, MacAddr, TapPort};
 
@@ -35,10 +37,10 @@ fn pod(
     tables: &TableHandle,
     tag: &str,
     ip: Ipv4Addr,
-    arp_for_gateway: bool,
+    opts: PodOptions,
 ) -> Pod {
     let (ns, tap) = names(tag);
-    wire_pod(engine, tables, &ns, &tap, ip, arp_for_gateway).expect("pod wired")
+    wire_pod(engine, tables, &ns, &tap, ip, opts).expect("pod wired")
 }
 
 fn ping(from: &Netns, to: Ipv4Addr) -> std::process::Output {
@@ -61,13 +63,28 @@ fn two_pods_on_tap_ports_ping_and_move_100_mb() {
     let tables = TableHandle::new();
     let mut engine = Engine::new(
         &tables,
-        BufferPool::new("tap-test", 4096),
+        BufferPool::new("tap-test", 4096).with_large_buffers(64),
         &EngineConfig::default(),
     )
     .unwrap();
-    let a = pod(&mut engine, &tables, "a", Ipv4Addr::new(10, 1, 1, 2), false);
+    let a = pod(
+        &mut engine,
+        &tables,
+        "a",
+        Ipv4Addr::new(10, 1, 1, 2),
+        PodOptions::default(),
+    );
     // B has no static gateway entry: it must ARP, and the engine must answer.
-    let b = pod(&mut engine, &tables, "b", Ipv4Addr::new(10, 1, 1, 3), true);
+    let b = pod(
+        &mut engine,
+        &tables,
+        "b",
+        Ipv4Addr::new(10, 1, 1, 3),
+        PodOptions {
+            arp_for_gateway: true,
+            ..Default::default()
+        },
+    );
     let worker = Worker::start(engine);
 
     let out = ping(&a.ns, b.ip);
@@ -93,12 +110,31 @@ fn two_pods_on_tap_ports_ping_and_move_100_mb() {
 
     // 100 MB from a to b over TCP, hashed on both sides.
     const TOTAL: usize = 100 * 1024 * 1024;
-    let listen: SocketAddr = (b.ip, 5001).into();
+    transfer(&a, &b, 5001, TOTAL);
+    let engine = worker.stop().expect("engine back");
+    let to_b = engine.interface_counters(b.port);
+    assert!(
+        to_b.tx_bytes >= TOTAL as u64,
+        "the transfer went through the engine: {to_b:?}"
+    );
+    // With offloads both ways, the pods' TCP crosses as super-frames, passed whole: the
+    // average frame to b is larger than any MTU-sized one, and nothing was cut.
+    assert!(
+        to_b.tx_bytes / to_b.tx_packets > 1514,
+        "super-frames passed whole: {to_b:?}"
+    );
+    assert_eq!(engine.counter(Counter::GsoSegments), 0);
+}
+
+/// `total` bytes from `from` to `to` over TCP on `port`, hashed at both ends; panics
+/// unless every byte arrives, the same.
+fn transfer(from: &Pod, to: &Pod, port: u16, total: usize) {
+    let listen: SocketAddr = (to.ip, port).into();
     let server = {
-        let path = b.ns.path();
+        let path = to.ns.path();
         std::thread::spawn(move || {
             in_netns(&path, move || {
-                let l = TcpListener::bind(listen).expect("listen in b");
+                let l = TcpListener::bind(listen).expect("listen");
                 let (mut s, _) = l.accept().expect("accept");
                 let (mut h, mut n, mut buf) = (0xcbf2_9ce4_8422_2325u64, 0usize, vec![0u8; 65536]);
                 loop {
@@ -111,16 +147,16 @@ fn two_pods_on_tap_ports_ping_and_move_100_mb() {
                 }
                 (n, h)
             })
-            .expect("server in b")
+            .expect("server in its namespace")
         })
     };
-    let (sent, sent_hash) = in_netns(&a.ns.path(), move || {
+    let (sent, sent_hash) = in_netns(&from.ns.path(), move || {
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut s = loop {
             match TcpStream::connect_timeout(&listen, Duration::from_secs(2)) {
                 Ok(s) => break s,
                 Err(e) => {
-                    assert!(Instant::now() < deadline, "connect to b: {e}");
+                    assert!(Instant::now() < deadline, "connect: {e}");
                     std::thread::yield_now();
                 }
             }
@@ -131,7 +167,7 @@ fn two_pods_on_tap_ports_ping_and_move_100_mb() {
             vec![0u8; 65536],
         );
         let mut n = 0;
-        while n < TOTAL {
+        while n < total {
             for c in chunk.chunks_mut(8) {
                 x ^= x << 13;
                 x ^= x >> 7;
@@ -144,14 +180,59 @@ fn two_pods_on_tap_ports_ping_and_move_100_mb() {
         }
         (n, h)
     })
-    .expect("client in a");
+    .expect("client in its namespace");
     let (received, received_hash) = server.join().expect("server thread");
     assert_eq!(received, sent, "every byte arrived");
     assert_eq!(received_hash, sent_hash, "and the same bytes");
+}
+
+#[test]
+fn super_frames_to_a_pod_without_offloads_are_cut_by_the_engine() {
+    if !needs_root() {
+        return;
+    }
+    let tables = TableHandle::new();
+    let mut engine = Engine::new(
+        &tables,
+        BufferPool::new("gso-test", 4096).with_large_buffers(64),
+        &EngineConfig::default(),
+    )
+    .unwrap();
+    let a = pod(
+        &mut engine,
+        &tables,
+        "ga",
+        Ipv4Addr::new(10, 1, 1, 2),
+        PodOptions::default(),
+    );
+    let c = pod(
+        &mut engine,
+        &tables,
+        "gc",
+        Ipv4Addr::new(10, 1, 1, 4),
+        PodOptions {
+            offloads: false,
+            ..Default::default()
+        },
+    );
+    let worker = Worker::start(engine);
+    // C's kernel checks every segment's TCP checksum itself (nothing tells it otherwise):
+    // a wrong one would be dropped, retransmitted, and dropped again, and the transfer
+    // would not complete.
+    const TOTAL: usize = 20 * 1024 * 1024;
+    transfer(&a, &c, 5002, TOTAL);
+    transfer(&c, &a, 5003, TOTAL / 4);
     let engine = worker.stop().expect("engine back");
+    let to_c = engine.interface_counters(c.port);
+    assert!(to_c.tx_bytes >= TOTAL as u64, "{to_c:?}");
     assert!(
-        engine.interface_counters(b.port).tx_packets > 50_000,
-        "the transfer went through the engine"
+        engine.counter(Counter::GsoSuperFrames) > 0 && engine.counter(Counter::GsoSegments) > 0,
+        "a's super-frames were cut"
+    );
+    assert_eq!(
+        engine.port_stats(c.port).expect("c's port").total_drops(),
+        0,
+        "c's TAP took every segment as it was"
     );
 }
 
@@ -163,11 +244,17 @@ fn host_and_pod_reach_each_other_through_the_interconnect() {
     let tables = TableHandle::new();
     let mut engine = Engine::new(
         &tables,
-        BufferPool::new("vpp1-test", 2048),
+        BufferPool::new("vpp1-test", 2048).with_large_buffers(16),
         &EngineConfig::default(),
     )
     .unwrap();
-    let p = pod(&mut engine, &tables, "p", Ipv4Addr::new(10, 1, 1, 5), false);
+    let p = pod(
+        &mut engine,
+        &tables,
+        "p",
+        Ipv4Addr::new(10, 1, 1, 5),
+        PodOptions::default(),
+    );
     // The node's host stack, in a namespace of its own so the test leaves the machine's
     // routing alone.
     let (host_ns, tap) = names("h");
@@ -243,7 +330,7 @@ fn bad_names_and_missing_namespaces_are_clear_errors_that_leave_nothing_behind()
         &ns,
         "far-too-long-tap-name",
         Ipv4Addr::new(10, 1, 1, 9),
-        false
+        PodOptions::default()
     )
     .is_err());
     let listed = Command::new("ip").args(["netns", "list"]).output().unwrap();

@@ -15,12 +15,19 @@ use std::sync::Arc;
 
 use crossbeam_queue::ArrayQueue;
 
+use crate::Offload;
+
 /// Bytes kept free in front of a received frame for encapsulation headers.
 pub const BUF_HEADROOM: usize = 128;
 /// Bytes available for the frame itself (a standard 1500-byte MTU frame and then some).
 pub const BUF_DATA_ROOM: usize = 2048;
 /// Total size of one buffer.
 pub const BUF_SIZE: usize = BUF_HEADROOM + BUF_DATA_ROOM;
+/// Total size of a large buffer, for TCP super-frames from ports with offloads (up to
+/// 64 KiB of IP packet; the frame length is a `u16`).
+pub const LARGE_BUF_SIZE: usize = u16::MAX as usize;
+/// Bytes available for a frame in a large buffer.
+pub const LARGE_BUF_DATA_ROOM: usize = LARGE_BUF_SIZE - BUF_HEADROOM;
 /// The largest vector of packets moved through the graph at once (VPP's frame size).
 pub const VECTOR_SIZE: usize = 256;
 
@@ -51,6 +58,8 @@ pub struct PacketMeta {
 pub(crate) enum Backing {
     /// A heap block of [`BUF_SIZE`] bytes, made when its [`BufferPool`] was.
     Heap,
+    /// A heap block of [`LARGE_BUF_SIZE`] bytes from the pool's large ring.
+    Large,
     /// The data room of a DPDK mbuf (the `rte_mbuf` header sits just before `base`).
     #[cfg(feature = "dpdk")]
     Mbuf,
@@ -58,14 +67,17 @@ pub(crate) enum Backing {
 
 /// One packet buffer. See the module documentation for the layout.
 ///
-/// Invariant, kept by every method: `start + len <= BUF_SIZE`, and `base` points at
-/// `BUF_SIZE` bytes that this value owns alone.
+/// Invariant, kept by every method: `start + len <= capacity`, and `base` points at
+/// `capacity` bytes that this value owns alone (`BUF_SIZE`, or `LARGE_BUF_SIZE` for a
+/// large buffer).
 pub struct PacketBuf {
     // A thin pointer: with the 16-byte metadata a `PacketBuf` is 32 bytes, and every node
-    // and ring moves it by value.
+    // and ring moves it by value. The offload fields fill what would be padding.
     base: NonNull<u8>,
     start: u16,
     len: u16,
+    gso_size: u16,
+    offload_flags: u8,
     backing: Backing,
     /// Metadata the graph nodes read and write.
     pub meta: PacketMeta,
@@ -84,6 +96,7 @@ impl std::fmt::Debug for PacketBuf {
             .field("backing", &self.backing)
             .field("start", &self.start)
             .field("len", &self.len)
+            .field("offload", &self.offload())
             .field("meta", &self.meta)
             .finish()
     }
@@ -96,6 +109,12 @@ impl Drop for PacketBuf {
             // in `new_heap`, and this value owned it alone.
             Backing::Heap => unsafe {
                 drop(Box::from_raw(self.base.as_ptr() as *mut [u8; BUF_SIZE]));
+            },
+            // SAFETY: as above, from `new_large`, a `[u8; LARGE_BUF_SIZE]`.
+            Backing::Large => unsafe {
+                drop(Box::from_raw(
+                    self.base.as_ptr() as *mut [u8; LARGE_BUF_SIZE]
+                ));
             },
             #[cfg(feature = "dpdk")]
             Backing::Mbuf => crate::dpdk::free_mbuf_data(self.base),
@@ -117,9 +136,60 @@ impl PacketBuf {
             base,
             start: BUF_HEADROOM as u16,
             len: 0,
+            gso_size: 0,
+            offload_flags: 0,
             backing: Backing::Heap,
             meta: PacketMeta::default(),
         }
+    }
+
+    /// A new large buffer (only when a pool's large ring is made).
+    fn new_large() -> Self {
+        let block: Box<[u8; LARGE_BUF_SIZE]> = vec![0u8; LARGE_BUF_SIZE]
+            .into_boxed_slice()
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("the vector has LARGE_BUF_SIZE bytes"));
+        let base = NonNull::new(Box::into_raw(block) as *mut u8)
+            .unwrap_or_else(|| unreachable!("Box::into_raw is never null"));
+        PacketBuf {
+            base,
+            start: BUF_HEADROOM as u16,
+            len: 0,
+            gso_size: 0,
+            offload_flags: 0,
+            backing: Backing::Large,
+            meta: PacketMeta::default(),
+        }
+    }
+
+    /// Bytes of storage behind this buffer, headroom included.
+    #[inline]
+    pub fn capacity(&self) -> usize {
+        match self.backing {
+            Backing::Large => LARGE_BUF_SIZE,
+            _ => BUF_SIZE,
+        }
+    }
+
+    /// Whether this is a large buffer (a TCP super-frame's).
+    #[inline]
+    pub fn is_large(&self) -> bool {
+        self.backing == Backing::Large
+    }
+
+    /// What is left to do to the frame before it can go on a wire (see [`Offload`]).
+    #[inline]
+    pub fn offload(&self) -> Offload {
+        Offload {
+            gso_size: self.gso_size,
+            flags: self.offload_flags,
+        }
+    }
+
+    #[inline]
+    pub fn set_offload(&mut self, o: Offload) {
+        self.gso_size = o.gso_size;
+        self.offload_flags = o.flags;
     }
 
     /// Wraps the data room of an mbuf: `base` is its `buf_addr`, `start` its `data_off`,
@@ -135,6 +205,8 @@ impl PacketBuf {
             base,
             start,
             len,
+            gso_size: 0,
+            offload_flags: 0,
             backing: Backing::Mbuf,
             meta: PacketMeta::default(),
         }
@@ -156,7 +228,7 @@ impl PacketBuf {
     /// The frame bytes.
     #[inline]
     pub fn data(&self) -> &[u8] {
-        // SAFETY: `base` points at BUF_SIZE owned bytes and `start + len <= BUF_SIZE`
+        // SAFETY: `base` points at `capacity` owned bytes and `start + len <= capacity`
         // (the type's invariant); `&self` keeps them borrowed.
         unsafe {
             std::slice::from_raw_parts(
@@ -181,9 +253,10 @@ impl PacketBuf {
     /// The whole buffer, headroom and tailroom included.
     #[inline]
     fn storage_mut(&mut self) -> &mut [u8] {
-        // SAFETY: `base` points at BUF_SIZE bytes this value owns; `&mut self` makes the
-        // borrow exclusive.
-        unsafe { std::slice::from_raw_parts_mut(self.base.as_ptr(), BUF_SIZE) }
+        let capacity = self.capacity();
+        // SAFETY: `base` points at `capacity` bytes this value owns; `&mut self` makes
+        // the borrow exclusive.
+        unsafe { std::slice::from_raw_parts_mut(self.base.as_ptr(), capacity) }
     }
 
     #[inline]
@@ -205,7 +278,7 @@ impl PacketBuf {
     /// Free bytes after the frame.
     #[inline]
     pub fn tailroom(&self) -> usize {
-        BUF_SIZE - self.start as usize - self.len as usize
+        self.capacity() - self.start as usize - self.len as usize
     }
 
     /// Grows the frame at the front by `n` bytes (for a new header) and returns them.
@@ -245,7 +318,7 @@ impl PacketBuf {
     /// held). `false`, and no change, when it does not fit.
     #[inline]
     pub fn set_len(&mut self, len: usize) -> bool {
-        if self.start as usize + len > BUF_SIZE {
+        if self.start as usize + len > self.capacity() {
             return false;
         }
         self.len = len as u16;
@@ -253,9 +326,9 @@ impl PacketBuf {
     }
 
     /// Replaces the frame with `bytes`, starting after the standard headroom. `false`, and
-    /// no change, when `bytes` is larger than [`BUF_DATA_ROOM`].
+    /// no change, when `bytes` does not fit ([`BUF_DATA_ROOM`]; more in a large buffer).
     pub fn fill(&mut self, bytes: &[u8]) -> bool {
-        if bytes.len() > BUF_DATA_ROOM {
+        if bytes.len() > self.capacity() - BUF_HEADROOM {
             return false;
         }
         self.start = BUF_HEADROOM as u16;
@@ -269,6 +342,8 @@ impl PacketBuf {
     pub fn reset(&mut self) {
         self.start = BUF_HEADROOM as u16;
         self.len = 0;
+        self.gso_size = 0;
+        self.offload_flags = 0;
         self.meta = PacketMeta::default();
     }
 }
@@ -301,6 +376,11 @@ pub struct BufferPool {
     source: PoolSource,
     cache: PacketVec,
     cache_target: usize,
+    /// Large buffers for TCP super-frames, shared by every handle; none unless
+    /// [`BufferPool::with_large_buffers`] made them. Taken one at a time (a super-frame
+    /// carries 64 KiB, so the ring is touched a thousand times less often than the small
+    /// buffers' per packet).
+    large: Option<Arc<ArrayQueue<PacketBuf>>>,
 }
 
 impl BufferPool {
@@ -336,12 +416,45 @@ impl BufferPool {
             source,
             cache: Vec::with_capacity(2 * cache_target + VECTOR_SIZE),
             cache_target,
+            large: None,
         }
+    }
+
+    /// Adds `count` large buffers ([`LARGE_BUF_SIZE`] bytes each) to the pool, for ports
+    /// that receive TCP super-frames. Call it before taking handles: handles share the
+    /// large buffers that exist when they are taken.
+    pub fn with_large_buffers(mut self, count: usize) -> Self {
+        let ring = ArrayQueue::new(count.max(1));
+        for _ in 0..count {
+            let _ = ring.push(PacketBuf::new_large());
+        }
+        self.large = Some(Arc::new(ring));
+        self
     }
 
     /// Another handle to the same pool, with its own cache, for another worker.
     pub fn handle(&self) -> BufferPool {
-        Self::with_source(self.source.clone())
+        let mut h = Self::with_source(self.source.clone());
+        h.large = self.large.clone();
+        h
+    }
+
+    /// One large buffer, reset; `None` when the pool has none (left or at all).
+    #[inline]
+    pub fn alloc_large(&mut self) -> Option<PacketBuf> {
+        let mut p = self.large.as_ref()?.pop()?;
+        p.reset();
+        Some(p)
+    }
+
+    /// Large buffers free in the pool.
+    pub fn large_available(&self) -> usize {
+        self.large.as_ref().map_or(0, |r| r.len())
+    }
+
+    /// Whether the pool was made with large buffers at all.
+    pub fn has_large_buffers(&self) -> bool {
+        self.large.is_some()
     }
 
     pub fn name(&self) -> &str {
@@ -418,6 +531,14 @@ impl BufferPool {
     /// from instead.
     #[inline]
     pub fn free(&mut self, pkt: PacketBuf) {
+        if pkt.backing() == Backing::Large {
+            // Back to the shared ring; one from another pool whose ring is full is
+            // released instead.
+            if let Some(ring) = &self.large {
+                let _ = ring.push(pkt);
+            }
+            return;
+        }
         if pkt.backing() != self.backing() {
             drop(pkt);
             return;

@@ -130,6 +130,9 @@ impl<P: Port> Port for ImpairedPort<P> {
     fn link_up(&self) -> bool {
         self.inner.link_up()
     }
+    fn tx_offloads(&self) -> bool {
+        self.inner.tx_offloads()
+    }
 
     fn rx_burst(
         &mut self,

@@ -15,6 +15,7 @@ mod buffer;
 pub mod dpdk;
 mod impair;
 pub mod netns;
+pub mod offload;
 mod pcap;
 mod port;
 mod prefetch;
@@ -25,9 +26,10 @@ mod virtual_nic;
 pub use afpacket::{AfPacketConfig, AfPacketError, AfPacketPort};
 pub use buffer::{
     BufferPool, PacketBuf, PacketMeta, PacketVec, BUF_DATA_ROOM, BUF_HEADROOM, BUF_SIZE,
-    VECTOR_SIZE,
+    LARGE_BUF_DATA_ROOM, LARGE_BUF_SIZE, VECTOR_SIZE,
 };
 pub use impair::{ImpairedPort, Impairments};
+pub use offload::Offload;
 pub use pcap::{PcapError, PcapPort};
 pub use port::{MacAddr, Port, PortDropReason, PortStats};
 pub use prefetch::prefetch_read;

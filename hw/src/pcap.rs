@@ -115,6 +115,9 @@ impl<P: Port, W: Write + Send> Port for PcapPort<P, W> {
     fn link_up(&self) -> bool {
         self.inner.link_up()
     }
+    fn tx_offloads(&self) -> bool {
+        self.inner.tx_offloads()
+    }
     fn rx_burst(
         &mut self,
         pool: &mut BufferPool,

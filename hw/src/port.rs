@@ -63,10 +63,18 @@ pub enum PortDropReason {
     RxUnusableBuffer,
     /// No buffer to copy an outgoing frame into.
     TxNoBuffer,
+    /// A received frame was larger than the largest buffer (the kernel cut it).
+    RxTruncated,
+    /// A received frame's offload header asked for something this engine does not do
+    /// (a segmentation type not negotiated, a checksum outside the frame).
+    RxBadOffload,
+    /// A frame with unfinished offload work (see [`crate::Offload`]) reached a port that
+    /// cannot take it and could not be finished there.
+    TxOffloadUnsupported,
 }
 
 impl PortDropReason {
-    pub const ALL: [PortDropReason; 9] = [
+    pub const ALL: [PortDropReason; 12] = [
         PortDropReason::TxQueueFull,
         PortDropReason::LinkDown,
         PortDropReason::TooBig,
@@ -76,6 +84,9 @@ impl PortDropReason {
         PortDropReason::RxMissed,
         PortDropReason::RxUnusableBuffer,
         PortDropReason::TxNoBuffer,
+        PortDropReason::RxTruncated,
+        PortDropReason::RxBadOffload,
+        PortDropReason::TxOffloadUnsupported,
     ];
 
     pub fn name(self) -> &'static str {
@@ -89,6 +100,9 @@ impl PortDropReason {
             PortDropReason::RxMissed => "rx: missed by the nic",
             PortDropReason::RxUnusableBuffer => "rx: chained or foreign mbuf",
             PortDropReason::TxNoBuffer => "tx: no buffer",
+            PortDropReason::RxTruncated => "rx: frame larger than a buffer",
+            PortDropReason::RxBadOffload => "rx: offload header not understood",
+            PortDropReason::TxOffloadUnsupported => "tx: offload the port cannot take",
         }
     }
 }
@@ -139,6 +153,12 @@ pub trait Port: Send {
     /// The largest IP packet (Ethernet payload) the port carries.
     fn mtu(&self) -> u16;
     fn link_up(&self) -> bool;
+    /// Whether frames may leave by this port with work left to do (see
+    /// [`crate::Offload`]): partial checksums and TCP super-frames, finished by the
+    /// receiver. The engine finishes that work in software before any other port.
+    fn tx_offloads(&self) -> bool {
+        false
+    }
     fn rx_burst(
         &mut self,
         pool: &mut BufferPool,
@@ -162,6 +182,9 @@ impl<P: Port + ?Sized> Port for Box<P> {
     }
     fn link_up(&self) -> bool {
         (**self).link_up()
+    }
+    fn tx_offloads(&self) -> bool {
+        (**self).tx_offloads()
     }
     fn rx_burst(
         &mut self,

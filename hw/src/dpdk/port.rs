@@ -11,7 +11,7 @@ use super::{mbuf_of, strerror, DpdkError, Eal, Mempool, MBUF_HEADER};
 use crate::buffer::Backing;
 use crate::{
     BufferPool, MacAddr, PacketBuf, PacketVec, Port, PortDropReason, PortStats, Timestamp,
-    VECTOR_SIZE,
+    BUF_DATA_ROOM, VECTOR_SIZE,
 };
 
 /// How to open a DPDK port.
@@ -240,14 +240,19 @@ impl DpdkPort {
 
     /// An mbuf of the port's pool holding a copy of a heap buffer's frame.
     fn copy_to_mbuf(&mut self, pkt: &PacketBuf) -> Option<*mut sys::rte_mbuf> {
+        // Only a large buffer can hold more; such a frame is too big for any MTU this
+        // port has (the caller counts it).
+        if pkt.len() > BUF_DATA_ROOM {
+            return None;
+        }
         // SAFETY: a live mempool.
         let m = unsafe { sys::rte_pktmbuf_alloc(self.mempool.as_ptr()) };
         if m.is_null() {
             return None;
         }
         let data = pkt.data();
-        // SAFETY: a fresh mbuf of our pool: BUF_DATA_ROOM bytes after the headroom, and a
-        // frame is never longer than that.
+        // SAFETY: a fresh mbuf of our pool: BUF_DATA_ROOM bytes after the headroom, and the
+        // frame is not longer than that (checked above).
         unsafe {
             let dst = ((*m).buf_addr as *mut u8).add((*m).data_off as usize);
             std::ptr::copy_nonoverlapping(data.as_ptr(), dst, data.len());
@@ -336,13 +341,21 @@ impl Port for DpdkPort {
                     }
                     m
                 }
-                Backing::Heap => {
+                Backing::Heap | Backing::Large => {
+                    let too_big = pkt.len() > BUF_DATA_ROOM;
                     let copied = self.copy_to_mbuf(&pkt);
                     pool.free(pkt);
                     match copied {
                         Some(m) => m,
                         None => {
-                            self.drops.count_drop(PortDropReason::TxNoBuffer, 1);
+                            self.drops.count_drop(
+                                if too_big {
+                                    PortDropReason::TooBig
+                                } else {
+                                    PortDropReason::TxNoBuffer
+                                },
+                                1,
+                            );
                             continue;
                         }
                     }

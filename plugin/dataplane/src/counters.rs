@@ -112,6 +112,11 @@ counters! {
     NatSessionsExpired => ("nat44-out", Event, "sessions expired"),
     NatOutTranslated => ("nat44-out", Event, "packets translated"),
     NatInTranslated => ("nat44-in", Event, "packets translated"),
+    GsoSuperFrames => ("ip4-gso", Event, "tcp super-frames cut into segments"),
+    GsoSegments => ("ip4-gso", Event, "segments made"),
+    GsoChecksumsFinished => ("ip4-gso", Event, "partial checksums finished"),
+    GsoNoBuffer => ("ip4-gso", Drop, "no buffer for a segment"),
+    GsoMalformed => ("ip4-gso", Drop, "super-frame not tcp over ipv4, or its segments do not fit a buffer"),
     GraphLoopLimit => ("graph", Drop, "dispatch loop limit reached"),
 }
 

@@ -105,9 +105,11 @@ impl Engine {
     /// Adds a port; its index is the `port` the tables use for it. The lowest free index
     /// is reused (pods come and go; the tables have room for [`MAX_PORTS`]).
     pub fn add_port(&mut self, port: Box<dyn Port>) -> Result<u16, EngineError> {
+        let offloads = port.tx_offloads();
         if let Some(free) = self.ports.iter().position(Option::is_none) {
             self.ports[free] = Some(port);
             self.w.interfaces[free] = InterfaceCounters::default();
+            self.w.port_tx_offloads[free] = offloads;
             return Ok(free as u16);
         }
         if self.ports.len() >= usize::from(MAX_PORTS) {
@@ -115,6 +117,7 @@ impl Engine {
         }
         self.ports.push(Some(port));
         self.w.tx.push(Vec::with_capacity(VECTOR_SIZE));
+        self.w.port_tx_offloads.push(offloads);
         self.w.interfaces.push(InterfaceCounters::default());
         Ok((self.ports.len() - 1) as u16)
     }
@@ -127,6 +130,7 @@ impl Engine {
         let i = usize::from(port);
         let removed = self.ports.get_mut(i)?.take();
         if removed.is_some() {
+            self.w.port_tx_offloads[i] = false;
             let mut queued = std::mem::take(&mut self.w.tx[i]);
             self.w.pool.free_all(&mut queued);
             self.w.tx[i] = queued;

@@ -91,6 +91,9 @@ pub struct WorkerState {
     pub neighbours: NeighbourCache,
     /// Packets waiting to be transmitted, per port.
     pub tx: Vec<PacketVec>,
+    /// Per port: whether frames with offloaded work may leave by it as they are
+    /// ([`contiv_hw::Port::tx_offloads`]).
+    pub port_tx_offloads: Vec<bool>,
     pub counters: Counters,
     pub interfaces: Vec<InterfaceCounters>,
     pub trace: TraceBuffer,
@@ -105,6 +108,7 @@ impl WorkerState {
             pool,
             neighbours: NeighbourCache::new(65_536),
             tx: Vec::new(),
+            port_tx_offloads: Vec::new(),
             counters: Counters::default(),
             interfaces: Vec::new(),
             trace: TraceBuffer::default(),

@@ -78,22 +78,9 @@ pub fn read_ip(b: &[u8], at: usize) -> Ipv4Addr {
     Ipv4Addr::from(read_u32(b, at))
 }
 
-/// The one's-complement sum of `data` folded to 16 bits (not inverted).
-#[inline]
-pub fn ones_complement_sum(data: &[u8], initial: u32) -> u16 {
-    let mut sum = initial as u64;
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        sum += u64::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    if let [last] = chunks.remainder() {
-        sum += u64::from(*last) << 8;
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
-}
+/// The one's-complement sum of `data` folded to 16 bits (not inverted): the port layer's,
+/// which TAP offloads need too.
+pub use contiv_hw::offload::ones_complement_sum;
 
 /// The Internet checksum of `data` (RFC 1071), ready to store.
 #[inline]

@@ -12,12 +12,14 @@
 //! - longest-prefix match: [`fib`]
 //! - interfaces, routes, adjacencies, neighbours and their commit: [`tables`]
 //! - source NAT to the node's address for traffic to the outside: [`nat44`]
+//! - TCP segmentation and checksums in software for offloaded frames: [`gso`]
 //! - counters and drop reasons: [`counters`]; packet trace: [`trace`]
 
 pub mod counters;
 pub mod engine;
 pub mod fib;
 pub mod graph;
+pub mod gso;
 pub mod headers;
 pub mod nat44;
 pub mod nodes;

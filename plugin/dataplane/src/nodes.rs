@@ -43,6 +43,7 @@ pub fn ip4_graph_nodes(icmp: IcmpErrorConfig) -> Vec<Box<dyn GraphNode>> {
         Box::new(crate::vxlan::VxlanDecap),
         Box::new(crate::nat44::Nat44Out),
         Box::new(crate::nat44::Nat44In),
+        Box::new(crate::gso::Ip4Gso),
     ]
 }
 
@@ -405,6 +406,7 @@ impl GraphNode for Ip4Lookup {
             crate::vxlan::VXLAN_ENCAP,
             crate::nat44::NAT44_OUT,
             crate::nat44::NAT44_IN,
+            crate::gso::IP4_GSO,
         ]
     }
     fn process(&mut self, cx: &mut NodeCx<'_>, input: &mut PacketVec, next: &mut Next<'_>) {
@@ -477,6 +479,21 @@ impl GraphNode for Ip4Lookup {
                 Adjacency::Connected { .. } | Adjacency::Via { .. } => 1,
                 Adjacency::Tunnel { .. } => 3,
             };
+            // Offloaded work (a TCP super-frame, a partial checksum) is finished in
+            // software unless the frame leaves, as it is, by a port that takes it.
+            if !pkt.offload().is_none() {
+                let passes_whole = match adj {
+                    Adjacency::Connected { port } | Adjacency::Via { port, .. } => {
+                        *verdict == 1 && cx.w.port_tx_offloads.get(usize::from(port)) == Some(&true)
+                    }
+                    // ip4-local answers with packets of its own.
+                    Adjacency::Local | Adjacency::Drop => true,
+                    Adjacency::Tunnel { .. } => false,
+                };
+                if !passes_whole {
+                    *verdict = 6;
+                }
+            }
         }
         next.dispatch(cx, input);
     }
@@ -574,6 +591,7 @@ impl Ip4Rewrite {
     /// Turns the packet into an ARP request for `target` out of `iface`.
     fn glean(pkt: &mut PacketBuf, iface: &Interface, source: Ipv4Addr, target: Ipv4Addr) {
         pkt.truncate(0);
+        pkt.set_offload(contiv_hw::Offload::NONE);
         if !pkt.set_len(ETH_HDR_LEN + ARP_LEN) {
             return;
         }
@@ -661,7 +679,17 @@ impl Ip4Rewrite {
             pkt.meta.scratch = IcmpErrorSpec::TTL_EXCEEDED.encode();
             return 1;
         }
-        if len - ETH_HDR_LEN > usize::from(iface.mtu) {
+        // A super-frame passes whole (ip4-lookup sent it here only for a port that takes
+        // it): each of its segments must fit.
+        let offload = pkt.offload();
+        let wire_len = if offload.segments() {
+            contiv_hw::Offload::checksum_layout(pkt.data()).map_or(len, |l| {
+                l.start + l.l4_header_len + usize::from(offload.gso_size)
+            })
+        } else {
+            len
+        };
+        if wire_len - ETH_HDR_LEN > usize::from(iface.mtu) {
             if read_u16(h, ETH_HDR_LEN + IP4_FRAG) & IP4_DF == 0 {
                 return drop_verdict(Counter::RewriteFragmentationUnsupported);
             }
@@ -801,6 +829,7 @@ impl IcmpError {
             return false;
         }
         pkt.truncate(ETH_HDR_LEN + EXTRA + quoted);
+        pkt.set_offload(contiv_hw::Offload::NONE);
         let d = pkt.data_mut();
         write_u16(d, ETH_TYPE, ETHERTYPE_IP4);
         let total = (EXTRA + quoted) as u16;

@@ -105,8 +105,11 @@ fn persistent_tap(
 ) -> Result<(TapPort, MacAddr), WiringError> {
     let name = name.to_string();
     let made = in_netns(netns, move || {
-        let tap = TapPort::create(&name, dataplane_mac, mtu)?;
+        let mut tap = TapPort::create(&name, dataplane_mac, mtu)?;
         tap.set_persistent(true)?;
+        // Pod TCP then crosses the engine in 64 KiB super-frames (the engine's pool has
+        // large buffers for them; see main.rs).
+        tap.enable_offloads()?;
         let mac = tap.device_mac()?;
         Ok::<_, contiv_hw::TapError>((tap, mac))
     })??;

@@ -30,6 +30,9 @@ struct Args {
 
 /// Packet buffers of the node's engine: enough for every port's rings and vectors.
 const POOL_BUFFERS: usize = 16 * 1024;
+/// 64 KiB buffers for TCP super-frames from the pods' TAPs (4 MiB): they live only from a
+/// TAP read to the write that passes them on (or their segmentation), within one poll.
+const LARGE_BUFFERS: usize = 64;
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -56,7 +59,7 @@ async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let tables = TableHandle::new();
     let engine = Engine::new(
         &tables,
-        BufferPool::new("vswitch", POOL_BUFFERS),
+        BufferPool::new("vswitch", POOL_BUFFERS).with_large_buffers(LARGE_BUFFERS),
         &EngineConfig::default(),
     )
     .context("dataplane engine")?;
