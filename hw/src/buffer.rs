@@ -643,6 +643,26 @@ mod tests {
     }
 
     #[test]
+    fn large_buffers_are_shared_by_handles_and_come_back() {
+        let mut a = BufferPool::new("t", 8).with_large_buffers(2);
+        let mut b = a.handle();
+        let mut big = a.alloc_large().expect("a large buffer");
+        assert!(big.is_large());
+        assert!(big.fill(&vec![5u8; 60_000]), "holds a 64 KiB super-frame");
+        big.set_offload(Offload::tcp_segments(1448, false));
+        assert_eq!(b.large_available(), 1);
+        let _second = b.alloc_large().expect("the other one");
+        assert!(a.alloc_large().is_none(), "both in use");
+        // Freed through a handle, even one whose small buffers are elsewhere, it goes
+        // back to the large ring, reset when taken again.
+        b.free(big);
+        let again = a.alloc_large().expect("back");
+        assert_eq!(again.offload(), Offload::NONE);
+        assert!(again.is_empty());
+        assert!(!BufferPool::new("none", 1).has_large_buffers());
+    }
+
+    #[test]
     fn fill_rejects_oversize_and_keeps_buffer() {
         let mut pool = BufferPool::new("t", 1);
         let mut p = pool.alloc().expect("buffer");

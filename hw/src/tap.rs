@@ -559,4 +559,29 @@ mod tests {
         assert_ne!(f, before, "checksum written");
         assert_eq!(ones_complement_sum(&f[38..], 0), 0xffff);
     }
+
+    proptest::proptest! {
+        /// Any header with any frame: never a panic; what is accepted is something the
+        /// engine can carry (an offload only on a frame whose layout it knows).
+        #[test]
+        fn any_vnet_header_is_taken_refused_or_finished(
+            hdr in proptest::array::uniform10(proptest::prelude::any::<u8>()),
+            mut frame in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            tcp in proptest::prelude::any::<bool>(),
+        ) {
+            if tcp && frame.len() >= 54 {
+                frame[12] = 0x08;
+                frame[13] = 0x00;
+                frame[14] = 0x45;
+                frame[23] = 6;
+                frame[46] = 5 << 4;
+            }
+            if let Some(o) = offload_from_vnet_hdr(&hdr, &mut frame) {
+                if !o.is_none() {
+                    proptest::prop_assert!(Offload::checksum_layout(&frame).is_some());
+                    proptest::prop_assert!(vnet_hdr_for(o, &frame).is_some());
+                }
+            }
+        }
+    }
 }
