@@ -14,6 +14,7 @@ mod buffer;
 #[cfg(feature = "dpdk")]
 pub mod dpdk;
 mod impair;
+pub mod memory;
 pub mod netns;
 pub mod offload;
 mod pcap;
