@@ -129,16 +129,12 @@ impl std::fmt::Debug for PacketBuf {
 impl Drop for PacketBuf {
     fn drop(&mut self) {
         match self.backing() {
-            // SAFETY: a heap-backed `base` came from `Box::into_raw` of a `[u8; BUF_SIZE]`
-            // in `new_heap`, and this value owned it alone.
-            Backing::Heap => unsafe {
-                drop(Box::from_raw(self.base.as_ptr() as *mut [u8; BUF_SIZE]));
-            },
-            // SAFETY: as above, from `new_large`, a `[u8; LARGE_BUF_SIZE]`.
-            Backing::Large => unsafe {
-                drop(Box::from_raw(
-                    self.base.as_ptr() as *mut [u8; LARGE_BUF_SIZE]
-                ));
+            // SAFETY: a heap-backed `base` came from `Box::into_raw` of a `[u8; N]` in
+            // `new_block`, N being the `capacity` of its backing, and this value owned it
+            // alone; a `[u8]` of that length has the same layout.
+            Backing::Heap | Backing::Large => unsafe {
+                let block = std::ptr::slice_from_raw_parts_mut(self.base.as_ptr(), self.capacity());
+                drop(Box::from_raw(block));
             },
             #[cfg(feature = "dpdk")]
             Backing::Mbuf => crate::dpdk::free_mbuf_data(self.base),
@@ -147,39 +143,31 @@ impl Drop for PacketBuf {
 }
 
 impl PacketBuf {
-    /// A new heap-backed buffer (only when a pool is made: the fast path recycles).
-    fn new_heap() -> Self {
-        // Made on the heap directly: a 2 KiB array on the stack first would be wasteful.
-        let block: Box<[u8; BUF_SIZE]> = vec![0u8; BUF_SIZE]
+    /// A new heap buffer of `N` bytes (only when a pool or its large ring is made: the
+    /// fast path recycles).
+    fn new_block<const N: usize>(backing: Backing) -> Self {
+        // Made on the heap directly: the array on the stack first would be wasteful.
+        let block: Box<[u8; N]> = vec![0u8; N]
             .into_boxed_slice()
             .try_into()
-            .unwrap_or_else(|_| unreachable!("the vector has BUF_SIZE bytes"));
+            .unwrap_or_else(|_| unreachable!("the vector has N bytes"));
         let base = NonNull::new(Box::into_raw(block) as *mut u8)
             .unwrap_or_else(|| unreachable!("Box::into_raw is never null"));
         PacketBuf {
             base,
             start: BUF_HEADROOM as u16,
             len: 0,
-            attrs: Backing::Heap.attrs(),
+            attrs: backing.attrs(),
             meta: PacketMeta::default(),
         }
     }
 
-    /// A new large buffer (only when a pool's large ring is made).
+    fn new_heap() -> Self {
+        Self::new_block::<BUF_SIZE>(Backing::Heap)
+    }
+
     fn new_large() -> Self {
-        let block: Box<[u8; LARGE_BUF_SIZE]> = vec![0u8; LARGE_BUF_SIZE]
-            .into_boxed_slice()
-            .try_into()
-            .unwrap_or_else(|_| unreachable!("the vector has LARGE_BUF_SIZE bytes"));
-        let base = NonNull::new(Box::into_raw(block) as *mut u8)
-            .unwrap_or_else(|| unreachable!("Box::into_raw is never null"));
-        PacketBuf {
-            base,
-            start: BUF_HEADROOM as u16,
-            len: 0,
-            attrs: Backing::Large.attrs(),
-            meta: PacketMeta::default(),
-        }
+        Self::new_block::<LARGE_BUF_SIZE>(Backing::Large)
     }
 
     /// Bytes of storage behind this buffer, headroom included.

@@ -276,22 +276,20 @@ impl TapPort {
     ) -> Result<Option<PacketBuf>, ()> {
         let mut small = pool.alloc().ok_or(())?;
         small.set_len(BUF_DATA_ROOM);
-        let mut large = match pool.alloc_large() {
-            Some(l) if self.offloads => Some(l),
-            Some(l) => {
-                pool.free(l);
-                None
+        // Without offloads the kernel sends nothing larger than the MTU. With them and a
+        // pool made without large buffers, super-frames are cut by the read and counted
+        // (RxTruncated) while everything else flows; with all large buffers in use, the
+        // frame stays queued rather than risk being cut (they come back within the poll).
+        let mut large = None;
+        if self.offloads && pool.has_large_buffers() {
+            match pool.alloc_large() {
+                Some(l) => large = Some(l),
+                None => {
+                    pool.free(small);
+                    return Err(());
+                }
             }
-            // All in use: leave the frame queued rather than risk cutting it; they come
-            // back within the poll.
-            None if self.offloads && pool.has_large_buffers() => {
-                pool.free(small);
-                return Err(());
-            }
-            // A pool made without them: super-frames are cut by the read and counted
-            // (RxTruncated), everything else flows.
-            None => None,
-        };
+        }
         let mut iov = [libc::iovec {
             iov_base: hdr.as_mut_ptr().cast(),
             iov_len: VNET_HDR_LEN,
@@ -409,16 +407,10 @@ impl Port for TapPort {
 
     fn tx_burst(&mut self, pkts: &mut PacketVec, pool: &mut BufferPool, _now: Timestamp) -> usize {
         let mut sent = 0;
-        for mut pkt in pkts.drain(..) {
-            let mut offload = pkt.offload();
-            // Without offloads on, a partial checksum is finished here; a super-frame
-            // cannot be cut here and is dropped (the engine cuts them before such ports).
-            if !self.offloads && offload.partial() && !offload.segments() {
-                if let Some(l) = Offload::checksum_layout(pkt.data()) {
-                    finish_checksum(pkt.data_mut(), l.start, l.offset);
-                    offload = Offload::NONE;
-                }
-            }
+        for pkt in pkts.drain(..) {
+            let offload = pkt.offload();
+            // The engine finishes offloaded work (ip4-gso) before any port without
+            // offloads; what reaches one anyway is counted, not half-handled here.
             let hdr = match vnet_hdr_for(offload, pkt.data()) {
                 Some(h) if self.offloads || offload.is_none() => h,
                 _ => {
