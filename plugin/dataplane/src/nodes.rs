@@ -412,90 +412,106 @@ impl GraphNode for Ip4Lookup {
     fn process(&mut self, cx: &mut NodeCx<'_>, input: &mut PacketVec, next: &mut Next<'_>) {
         let tables = cx.tables;
         let snat_uplink = tables.snat.as_ref().map(|s| s.uplink);
+        let verdicts = next.verdicts(input.len());
         // The destinations of the whole vector are looked up together (see
-        // `Fib::lookup_bulk`), in runs of packets that share a VRF.
+        // `Fib::lookup_bulk`), in runs of packets that share a VRF (usually one run).
         // A frame can hold more than one vector (several nodes feed this one): it is
         // looked up in pieces the size of the scratch array.
-        for piece in input.chunks_mut(self.addrs.len()) {
+        let scratch = self.addrs.len();
+        for (piece, verdicts) in input.chunks_mut(scratch).zip(verdicts.chunks_mut(scratch)) {
             let addrs = &mut self.addrs[..piece.len()];
+            let first_vrf = piece[0].meta.vrf;
+            let mut one_vrf = true;
             for (a, pkt) in addrs.iter_mut().zip(piece.iter()) {
                 *a = read_u32(pkt.data(), ETH_HDR_LEN + IP4_DST);
+                one_vrf &= pkt.meta.vrf == first_vrf;
             }
             let mut start = 0;
             while start < piece.len() {
                 let vrf = piece[start].meta.vrf;
-                let end = start
-                    + piece[start..]
-                        .iter()
-                        .take_while(|p| p.meta.vrf == vrf)
-                        .count();
+                let end = if one_vrf {
+                    piece.len()
+                } else {
+                    start
+                        + piece[start..]
+                            .iter()
+                            .take_while(|p| p.meta.vrf == vrf)
+                            .count()
+                };
                 match tables.fib(vrf) {
                     Some(fib) => fib.lookup_bulk(&mut addrs[start..end], NO_ROUTE),
                     None => addrs[start..end].fill(NO_ROUTE),
                 }
                 start = end;
             }
-            for (pkt, &adj) in piece.iter_mut().zip(addrs.iter()) {
+            for ((pkt, verdict), &adj) in
+                piece.iter_mut().zip(verdicts.iter_mut()).zip(addrs.iter())
+            {
                 pkt.meta.adjacency = adj;
-            }
-        }
-        let verdicts = next.verdicts(input.len());
-        for (pkt, verdict) in input.iter_mut().zip(verdicts.iter_mut()) {
-            let dst = read_u32(pkt.data(), ETH_HDR_LEN + IP4_DST);
-            // 224.0.0.0/4 and 255.255.255.255 are never forwarded.
-            if dst >= 0xe000_0000 {
-                *verdict = drop_verdict(Counter::Ip4NotForwardable);
-                continue;
-            }
-            if pkt.meta.adjacency == NO_ROUTE {
-                cx.count(Counter::Ip4NoRoute);
-                cx.trace(pkt, IP4_LOOKUP, || {
-                    format!("vrf {} {}: no route", pkt.meta.vrf, Ipv4Addr::from(dst))
-                });
-                pkt.meta.scratch = IcmpErrorSpec::NET_UNREACHABLE.encode();
-                *verdict = 2;
-                continue;
-            }
-            let adj = tables.adjacencies[pkt.meta.adjacency as usize];
-            cx.trace(pkt, IP4_LOOKUP, || {
-                format!(
-                    "vrf {} {}: adjacency {} ({adj})",
-                    pkt.meta.vrf,
-                    Ipv4Addr::from(dst),
-                    pkt.meta.adjacency
-                )
-            });
-            *verdict = match adj {
-                // What arrives on the uplink for the node may be the reply of a NATed
-                // session; what leaves by it may need translating.
-                Adjacency::Local if snat_uplink == Some(pkt.meta.rx_port) => 5,
-                Adjacency::Local => 0,
-                Adjacency::Drop => drop_verdict(Counter::Ip4NullRoute),
-                Adjacency::Connected { port } | Adjacency::Via { port, .. }
-                    if snat_uplink == Some(port) =>
-                {
-                    4
-                }
-                Adjacency::Connected { .. } | Adjacency::Via { .. } => 1,
-                Adjacency::Tunnel { .. } => 3,
-            };
-            // Offloaded work (a TCP super-frame, a partial checksum) is finished in
-            // software unless the frame leaves, as it is, by a port that takes it.
-            if !pkt.offload().is_none() {
-                let passes_whole = match adj {
-                    Adjacency::Connected { port } | Adjacency::Via { port, .. } => {
-                        *verdict == 1 && cx.w.port_tx_offloads.get(usize::from(port)) == Some(&true)
-                    }
-                    // ip4-local answers with packets of its own.
-                    Adjacency::Local | Adjacency::Drop => true,
-                    Adjacency::Tunnel { .. } => false,
-                };
-                if !passes_whole {
-                    *verdict = 6;
-                }
+                *verdict = Self::decide(cx, snat_uplink, pkt);
             }
         }
         next.dispatch(cx, input);
+    }
+}
+
+impl Ip4Lookup {
+    /// Where a packet goes once its adjacency is known.
+    #[inline]
+    fn decide(cx: &mut NodeCx<'_>, snat_uplink: Option<u16>, pkt: &mut PacketBuf) -> Verdict {
+        let tables = cx.tables;
+        let dst = read_u32(pkt.data(), ETH_HDR_LEN + IP4_DST);
+        // 224.0.0.0/4 and 255.255.255.255 are never forwarded.
+        if dst >= 0xe000_0000 {
+            return drop_verdict(Counter::Ip4NotForwardable);
+        }
+        if pkt.meta.adjacency == NO_ROUTE {
+            cx.count(Counter::Ip4NoRoute);
+            cx.trace(pkt, IP4_LOOKUP, || {
+                format!("vrf {} {}: no route", pkt.meta.vrf, Ipv4Addr::from(dst))
+            });
+            pkt.meta.scratch = IcmpErrorSpec::NET_UNREACHABLE.encode();
+            return 2;
+        }
+        let adj = tables.adjacencies[pkt.meta.adjacency as usize];
+        cx.trace(pkt, IP4_LOOKUP, || {
+            format!(
+                "vrf {} {}: adjacency {} ({adj})",
+                pkt.meta.vrf,
+                Ipv4Addr::from(dst),
+                pkt.meta.adjacency
+            )
+        });
+        let verdict = match adj {
+            // What arrives on the uplink for the node may be the reply of a NATed
+            // session; what leaves by it may need translating.
+            Adjacency::Local if snat_uplink == Some(pkt.meta.rx_port) => 5,
+            Adjacency::Local => 0,
+            Adjacency::Drop => return drop_verdict(Counter::Ip4NullRoute),
+            Adjacency::Connected { port } | Adjacency::Via { port, .. }
+                if snat_uplink == Some(port) =>
+            {
+                4
+            }
+            Adjacency::Connected { .. } | Adjacency::Via { .. } => 1,
+            Adjacency::Tunnel { .. } => 3,
+        };
+        // Offloaded work (a TCP super-frame, a partial checksum) is finished in
+        // software unless the frame leaves, as it is, by a port that takes it.
+        if !pkt.offload().is_none() {
+            let passes_whole = match adj {
+                Adjacency::Connected { port } | Adjacency::Via { port, .. } => {
+                    verdict == 1 && cx.w.port_tx_offloads.get(usize::from(port)) == Some(&true)
+                }
+                // ip4-local answers with packets of its own.
+                Adjacency::Local | Adjacency::Drop => true,
+                Adjacency::Tunnel { .. } => false,
+            };
+            if !passes_whole {
+                return 6;
+            }
+        }
+        verdict
     }
 }
 
@@ -641,6 +657,61 @@ struct RewriteCache<'t> {
 }
 
 impl Ip4Rewrite {
+    /// The common case in one go: an adjacency whose rewrite is complete, a packet that is
+    /// not traced, has no offloaded work, has TTL to spare and fits the MTU. `false`
+    /// (nothing changed) sends the packet the long way, which handles every exception.
+    #[inline]
+    fn rewrite_fast(
+        cx: &NodeCx<'_>,
+        tables: &crate::tables::Tables,
+        r: &crate::tables::Rewrite,
+        pkt: &mut PacketBuf,
+        last: &mut RewriteCache<'_>,
+    ) -> bool {
+        if pkt.meta.trace != 0 || !pkt.offload().is_none() {
+            return false;
+        }
+        let fits = pkt.len() - ETH_HDR_LEN <= usize::from(r.mtu);
+        let Some(h) = eth_ip4_mut(pkt.data_mut()) else {
+            return false;
+        };
+        let ttl_at = ETH_HDR_LEN + IP4_TTL;
+        if h[ttl_at] <= 1 || !fits {
+            return false;
+        }
+        if r.next_hop_known {
+            h[..ETH_HDR_LEN].copy_from_slice(&r.header);
+        } else {
+            let dst = read_u32(h, ETH_HDR_LEN + IP4_DST);
+            let mac = match last.next_hop {
+                Some((p, nh, mac)) if p == r.port && nh == dst => mac,
+                _ => {
+                    // Unresolved: the long way asks for it.
+                    let Some(mac) = tables
+                        .neighbours
+                        .get(&(r.port, dst))
+                        .copied()
+                        .or_else(|| cx.w.neighbours.get(r.port, dst))
+                    else {
+                        return false;
+                    };
+                    last.next_hop = Some((r.port, dst, mac));
+                    mac
+                }
+            };
+            h[..ETH_HDR_LEN].copy_from_slice(&r.header);
+            h[ETH_DST..ETH_DST + 6].copy_from_slice(&mac.0);
+        }
+        let csum_at = ETH_HDR_LEN + IP4_CSUM;
+        let old = u16::from_be_bytes([h[ttl_at], h[ttl_at + 1]]);
+        h[ttl_at] -= 1;
+        let new = u16::from_be_bytes([h[ttl_at], h[ttl_at + 1]]);
+        let c = checksum_update16(u16::from_be_bytes([h[csum_at], h[csum_at + 1]]), old, new);
+        h[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());
+        pkt.meta.tx_port = r.port;
+        true
+    }
+
     #[inline]
     fn rewrite<'t>(
         cx: &mut NodeCx<'_>,
@@ -649,6 +720,11 @@ impl Ip4Rewrite {
         last: &mut RewriteCache<'t>,
     ) -> Verdict {
         let adj_index = pkt.meta.adjacency as usize;
+        if let Some(Some(r)) = tables.rewrites.get(adj_index) {
+            if Self::rewrite_fast(cx, tables, r, pkt, last) {
+                return 0;
+            }
+        }
         let (port, next_hop) = match tables.adjacencies[adj_index] {
             Adjacency::Via { port, next_hop } => (port, u32::from(next_hop)),
             Adjacency::Connected { port } => (port, read_u32(pkt.data(), ETH_HDR_LEN + IP4_DST)),
@@ -699,8 +775,10 @@ impl Ip4Rewrite {
         }
         let mac = match last.next_hop {
             Some((p, nh, mac)) if p == port && nh == next_hop => Some(mac),
-            _ => tables.adjacency_mac[adj_index]
-                .or_else(|| tables.neighbours.get(&(port, next_hop)).copied())
+            _ => tables
+                .neighbours
+                .get(&(port, next_hop))
+                .copied()
                 .or_else(|| cx.w.neighbours.get(port, next_hop)),
         };
         let Some(mac) = mac else {

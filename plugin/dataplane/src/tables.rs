@@ -165,6 +165,21 @@ impl fmt::Display for Adjacency {
     }
 }
 
+/// An adjacency's Ethernet header and output, complete: what ip4-rewrite writes for
+/// every packet that takes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rewrite {
+    pub port: u16,
+    /// The interface's MTU (largest IP packet).
+    pub mtu: u16,
+    /// Whether `header` starts with the next hop's MAC (a `Via` to a static neighbour);
+    /// otherwise (`Connected`) the next hop is each packet's destination, whose MAC is
+    /// found per packet and written over the first six bytes.
+    pub next_hop_known: bool,
+    /// Next hop's MAC, the interface's MAC, the IPv4 ethertype.
+    pub header: [u8; 14],
+}
+
 /// The node's VXLAN endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VxlanConfig {
@@ -285,8 +300,9 @@ pub struct Tables {
     pub fibs: Vec<Arc<Fib>>,
     /// Indexed by the adjacency index stored in the FIB.
     pub adjacencies: Vec<Adjacency>,
-    /// The MAC of each `Via` adjacency's next hop when a static neighbour gives it.
-    pub adjacency_mac: Vec<Option<MacAddr>>,
+    /// Per adjacency, its whole Ethernet rewrite when it is known at commit time (see
+    /// [`Rewrite`]); rebuilt by every commit.
+    pub rewrites: Vec<Option<Rewrite>>,
     adjacency_index: FxHashMap<Adjacency, u32>,
     /// Static neighbours from the control plane, by (port, address).
     pub neighbours: FxHashMap<(u16, u32), MacAddr>,
@@ -334,24 +350,45 @@ impl Tables {
             return Err(TableError::TooManyAdjacencies { index });
         }
         self.adjacencies.push(a);
-        self.adjacency_mac.push(self.static_mac(a));
         self.adjacency_index.insert(a, i);
         Ok(i)
     }
 
-    fn static_mac(&self, a: Adjacency) -> Option<MacAddr> {
-        match a {
-            Adjacency::Via { port, next_hop } => {
-                self.neighbours.get(&(port, u32::from(next_hop))).copied()
-            }
-            _ => None,
+    /// The rewrite of a `Via` or `Connected` adjacency on an interface that is up; `None`
+    /// otherwise (ip4-rewrite then works it out per packet). A `Via` whose next hop is
+    /// not a static neighbour has none either: it is learned by ARP, per worker.
+    fn static_rewrite(&self, a: Adjacency) -> Option<Rewrite> {
+        let (port, next_hop_mac) = match a {
+            Adjacency::Via { port, next_hop } => (
+                port,
+                Some(*self.neighbours.get(&(port, u32::from(next_hop)))?),
+            ),
+            Adjacency::Connected { port } => (port, None),
+            Adjacency::Drop | Adjacency::Local | Adjacency::Tunnel { .. } => return None,
+        };
+        let iface = self.interface(port).filter(|i| i.up)?;
+        let mut header = [0u8; 14];
+        if let Some(mac) = next_hop_mac {
+            header[..6].copy_from_slice(&mac.0);
         }
+        header[6..12].copy_from_slice(&iface.mac.0);
+        header[12..].copy_from_slice(&0x0800u16.to_be_bytes());
+        Some(Rewrite {
+            port,
+            mtu: iface.mtu,
+            next_hop_known: next_hop_mac.is_some(),
+            header,
+        })
     }
 
-    fn refresh_adjacency_macs(&mut self) {
-        for i in 0..self.adjacencies.len() {
-            self.adjacency_mac[i] = self.static_mac(self.adjacencies[i]);
-        }
+    /// Interfaces, neighbours and adjacencies may all have changed in a batch: the
+    /// rewrites are worked out again from them once, at its end.
+    fn refresh_rewrites(&mut self) {
+        self.rewrites = self
+            .adjacencies
+            .iter()
+            .map(|&a| self.static_rewrite(a))
+            .collect();
     }
 
     fn fib_mut(&mut self, vrf: u16) -> &mut Fib {
@@ -463,7 +500,6 @@ impl Tables {
                 self.remove_interface_routes(index, &old)?;
                 self.interfaces[*port as usize] = None;
                 self.neighbours.retain(|(p, _), _| p != port);
-                self.refresh_adjacency_macs();
             }
             TableChange::AddRoute {
                 vrf,
@@ -478,7 +514,6 @@ impl Tables {
                     return Err(TableError::UnknownInterface { index, port: *port });
                 }
                 self.neighbours.insert((*port, u32::from(*ip)), *mac);
-                self.refresh_adjacency_macs();
             }
             TableChange::DelNeighbour { port, ip } => {
                 self.neighbours.remove(&(*port, u32::from(*ip))).ok_or(
@@ -488,7 +523,6 @@ impl Tables {
                         ip: *ip,
                     },
                 )?;
-                self.refresh_adjacency_macs();
             }
             TableChange::SetVxlan(v) => self.vxlan = *v,
             TableChange::SetSnat(None) => self.snat = None,
@@ -566,6 +600,7 @@ impl TableHandle {
         for (index, change) in changes.iter().enumerate() {
             next.apply(index, change)?;
         }
+        next.refresh_rewrites();
         next.version += 1;
         let version = next.version;
         self.current.store(Arc::new(next));
@@ -687,16 +722,32 @@ mod tests {
         ])
         .unwrap();
         let (adj, _) = t.snapshot().route(0, "8.8.8.8".parse().unwrap()).unwrap();
-        assert_eq!(t.snapshot().adjacency_mac[adj as usize], None);
+        assert_eq!(t.snapshot().rewrites[adj as usize], None);
         t.commit(&[TableChange::SetNeighbour {
             port: 0,
             ip: gw,
             mac: MacAddr::local(99),
         }])
         .unwrap();
+        let mut header = [0u8; 14];
+        header[..6].copy_from_slice(&MacAddr::local(99).0);
+        header[6..12].copy_from_slice(&MacAddr::local(1).0);
+        header[12..].copy_from_slice(&[0x08, 0x00]);
         assert_eq!(
-            t.snapshot().adjacency_mac[adj as usize],
-            Some(MacAddr::local(99))
+            t.snapshot().rewrites[adj as usize],
+            Some(Rewrite {
+                port: 0,
+                mtu: 1500,
+                next_hop_known: true,
+                header
+            })
         );
+        // An interface taken down takes its rewrites with it.
+        let down = Interface {
+            up: false,
+            ..Interface::new(0, "eth0", MacAddr::local(1)).with_address(net("10.0.0.1/24"))
+        };
+        t.commit(&[TableChange::SetInterface(down)]).unwrap();
+        assert_eq!(t.snapshot().rewrites[adj as usize], None);
     }
 }
