@@ -126,6 +126,12 @@ impl Fib {
         (slot & VALUE_MASK).checked_sub(1)
     }
 
+    /// Starts bringing the first-level slot of `addr` into cache, for a lookup soon after.
+    #[inline]
+    pub fn prefetch(&self, addr: u32) {
+        contiv_hw::prefetch_read(&self.level1[(addr >> 16) as usize]);
+    }
+
     /// Looks up many addresses at once, replacing each with its adjacency or `miss`.
     ///
     /// In stages, so that the cache misses of a whole vector overlap: first every

@@ -132,12 +132,11 @@ pub fn ip4_plain_header_checksum_ok(hdr: &[u8; IP4_MIN_HDR_LEN]) -> bool {
             hdr[i + 3],
         ]))
     };
-    let mut sum = w(0) + w(4) + w(8) + w(12) + w(16);
-    sum = (sum & 0xffff_ffff) + (sum >> 32);
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum == 0xffff
+    let sum = w(0) + w(4) + w(8) + w(12) + w(16);
+    // Folding to 16 bits gives 0xffff exactly when the sum is a non-zero multiple of
+    // 0xffff (2^16 is 1 modulo 0xffff, so folding keeps the residue): one multiply
+    // instead of a chain of dependent folds. A header of zeros is no valid header.
+    sum != 0 && sum % 0xffff == 0
 }
 
 /// The IPv4 header checksum is valid when the header sums to 0xffff.
@@ -190,14 +189,33 @@ mod tests {
                     .collect();
                 assert_eq!(ip4_header_sum(&hdr), ones_complement_sum(&hdr, 0));
                 if len == 20 {
-                    let fixed: [u8; 20] = hdr[..].try_into().unwrap();
+                    let mut fixed: [u8; 20] = hdr[..].try_into().unwrap();
                     assert_eq!(
                         ip4_plain_header_checksum_ok(&fixed),
                         ones_complement_sum(&hdr, 0) == 0xffff
                     );
+                    // And with its checksum set, which random bytes almost never have.
+                    ip4_set_header_checksum(&mut fixed);
+                    assert!(ip4_plain_header_checksum_ok(&fixed), "{fixed:?}");
+                    fixed[x as usize % 20] ^= 1 << (x % 8);
+                    assert!(!ip4_plain_header_checksum_ok(&fixed), "{fixed:?}");
                 }
             }
         }
+    }
+
+    #[test]
+    fn plain_header_checksum_edge_sums() {
+        // All zeros sums to 0, which folds to 0, not 0xffff: no valid header.
+        assert!(!ip4_plain_header_checksum_ok(&[0; 20]));
+        // All ones is 0xffff in every word: the fold is 0xffff.
+        assert!(ip4_plain_header_checksum_ok(&[0xff; 20]));
+        // One word of 0xffff and the rest zeros: also a multiple of 0xffff.
+        let mut h = [0u8; 20];
+        h[10] = 0xff;
+        h[11] = 0xff;
+        assert!(ip4_plain_header_checksum_ok(&h));
+        assert_eq!(ones_complement_sum(&h, 0), 0xffff);
     }
 
     #[test]

@@ -160,21 +160,20 @@ impl GraphNode for EthernetInput {
 impl EthernetInput {
     #[inline]
     fn classify(iface: Option<&Interface>, pkt: &mut PacketBuf) -> Verdict {
-        let d = pkt.data();
-        if d.len() < ETH_HDR_LEN {
+        let Some(h) = pkt.data().first_chunk::<ETH_HDR_LEN>() else {
             return drop_verdict(Counter::EthTooShort);
-        }
+        };
         let Some(iface) = iface else {
             return drop_verdict(Counter::EthNoInterface);
         };
         if !iface.up {
             return drop_verdict(Counter::EthInterfaceDown);
         }
-        let dst = &d[ETH_DST..ETH_DST + 6];
+        let dst = [h[0], h[1], h[2], h[3], h[4], h[5]];
         if dst != iface.mac.0 && dst != MacAddr::BROADCAST.0 {
             return drop_verdict(Counter::EthNotForUs);
         }
-        let ethertype = read_u16(d, ETH_TYPE);
+        let ethertype = u16::from_be_bytes([h[ETH_TYPE], h[ETH_TYPE + 1]]);
         pkt.meta.vrf = iface.vrf;
         match ethertype {
             ETHERTYPE_IP4 => 1,
@@ -422,8 +421,14 @@ impl GraphNode for Ip4Lookup {
             let addrs = &mut self.addrs[..piece.len()];
             let first_vrf = piece[0].meta.vrf;
             let mut one_vrf = true;
+            // The first-level slots are prefetched as the destinations are gathered, in
+            // the first packet's VRF (almost always everyone's).
+            let first_fib = tables.fib(first_vrf);
             for (a, pkt) in addrs.iter_mut().zip(piece.iter()) {
                 *a = read_u32(pkt.data(), ETH_HDR_LEN + IP4_DST);
+                if let Some(fib) = first_fib {
+                    fib.prefetch(*a);
+                }
                 one_vrf &= pkt.meta.vrf == first_vrf;
             }
             let mut start = 0;

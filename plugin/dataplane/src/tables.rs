@@ -723,6 +723,20 @@ mod tests {
         .unwrap();
         let (adj, _) = t.snapshot().route(0, "8.8.8.8".parse().unwrap()).unwrap();
         assert_eq!(t.snapshot().rewrites[adj as usize], None);
+        // A connected subnet has its rewrite but for the next hop, each packet's own.
+        let (connected, _) = t.snapshot().route(0, "10.0.0.7".parse().unwrap()).unwrap();
+        let mut header = [0u8; 14];
+        header[6..12].copy_from_slice(&MacAddr::local(1).0);
+        header[12..].copy_from_slice(&[0x08, 0x00]);
+        assert_eq!(
+            t.snapshot().rewrites[connected as usize],
+            Some(Rewrite {
+                port: 0,
+                mtu: 1500,
+                next_hop_known: false,
+                header
+            })
+        );
         t.commit(&[TableChange::SetNeighbour {
             port: 0,
             ip: gw,

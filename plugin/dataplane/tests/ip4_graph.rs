@@ -454,3 +454,85 @@ fn worker_thread_forwards_while_the_control_plane_commits() {
     assert_eq!(received, 1000);
     assert_eq!(engine.interface_counters(1).tx_packets, 1000);
 }
+
+/// ip4-rewrite writes a complete adjacency in one go, and takes the long way for anything
+/// unusual, including every traced packet. Both must write the same bytes: the same mix of
+/// packets is sent once untraced and once traced, through a connected next hop, a route
+/// via a static neighbour, a route via a learned one, TTLs at the edge and a frame too
+/// big for the MTU.
+#[test]
+fn the_rewrite_fast_path_and_the_long_way_write_the_same_bytes() {
+    let run = |traced: bool| {
+        let mut r = Router::new(false);
+        let mut small =
+            contiv_dataplane::Interface::new(1, "r1", R1_MAC).with_address(net("10.0.2.1/24"));
+        small.mtu = 1000;
+        let learned: std::net::Ipv4Addr = "10.0.2.77".parse().unwrap();
+        r.tables
+            .commit(&[
+                TableChange::SetInterface(small),
+                TableChange::SetNeighbour {
+                    port: 1,
+                    ip: B_IP,
+                    mac: B_MAC,
+                },
+                TableChange::AddRoute {
+                    vrf: 0,
+                    prefix: net("192.0.2.0/24"),
+                    target: Adjacency::Via {
+                        port: 1,
+                        next_hop: B_IP,
+                    },
+                },
+                TableChange::AddRoute {
+                    vrf: 0,
+                    prefix: net("198.51.100.0/24"),
+                    target: Adjacency::Via {
+                        port: 1,
+                        next_hop: learned,
+                    },
+                },
+            ])
+            .unwrap();
+        // The learned neighbour announces itself first.
+        let learned_mac = MacAddr([2, 0, 0, 0, 0, 0x77]);
+        let announce = arp(
+            ArpOperation::REQUEST,
+            learned_mac,
+            MacAddr::BROADCAST,
+            (learned_mac, learned),
+            (MacAddr::ZERO, R1_IP),
+        );
+        let (_, replies) = r.send_from_b(&[announce]);
+        assert_eq!(replies.len(), 1, "the router answers the announcement");
+        let mut frames = Vec::new();
+        for dst in [
+            B_IP,
+            "192.0.2.9".parse().unwrap(),
+            "198.51.100.3".parse().unwrap(),
+        ] {
+            for ttl in [1, 2, 64, 255] {
+                frames.push(udp(A_MAC, R0_MAC, A_IP, dst, ttl, b"same bytes"));
+            }
+            frames.push(with_df(udp(A_MAC, R0_MAC, A_IP, dst, 64, &[7u8; 1200])));
+            frames.push(udp(A_MAC, R0_MAC, A_IP, dst, 9, &[1u8; 972]));
+        }
+        if traced {
+            r.engine.trace_add(frames.len());
+        }
+        let out = r.send_from_a(&frames);
+        if traced {
+            assert_eq!(r.engine.traced().len(), frames.len(), "every packet traced");
+        }
+        (out, r.engine.counter(Counter::IcmpTimeExceededSent))
+    };
+    let (fast, expired) = run(false);
+    let (long, _) = run(true);
+    assert_eq!(expired, 3, "one TTL-1 packet per destination");
+    assert_eq!(
+        fast.1.len(),
+        12,
+        "three destinations, four packets each reach B's wire"
+    );
+    assert_eq!(fast, long);
+}
