@@ -124,8 +124,10 @@ pub fn eth_ip4_mut(frame: &mut [u8]) -> Option<&mut [u8; ETH_IP4_LEN]> {
 /// The checksum test for a plain 20-byte header, fully unrolled.
 #[inline]
 pub fn ip4_plain_header_checksum_ok(hdr: &[u8; IP4_MIN_HDR_LEN]) -> bool {
+    // The one's-complement sum does not care about byte order (RFC 1071 1.2.B), and its
+    // test value 0xffff is the same both ways: the words are summed as the CPU loads them.
     let w = |i: usize| {
-        u64::from(u32::from_be_bytes([
+        u64::from(u32::from_ne_bytes([
             hdr[i],
             hdr[i + 1],
             hdr[i + 2],

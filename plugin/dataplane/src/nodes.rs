@@ -344,7 +344,9 @@ impl Ip4Input {
         if ip[IP4_TTL] == 0 {
             return Err(Counter::Ip4TtlZero);
         }
-        if ip[IP4_SRC] >= 224 || ip[IP4_SRC..IP4_SRC + 4] == [255; 4] {
+        // Multicast, reserved and the limited broadcast (255.255.255.255) all start at
+        // 224 or above.
+        if ip[IP4_SRC] >= 224 {
             return Err(Counter::Ip4BadSource);
         }
         Ok(total)
