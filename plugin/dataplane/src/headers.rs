@@ -167,6 +167,24 @@ pub fn checksum_update16(checksum: u16, old: u16, new: u16) -> u16 {
     !(sum as u16)
 }
 
+/// The header checksum after the TTL (the high byte of its 16-bit word) goes down by one,
+/// from a TTL of at least 1. Equation 3 of RFC 1624 with the word's change worked out:
+/// `~old + new` is always 0xfeff, so one addition and one fold remain.
+#[inline]
+pub fn checksum_after_ttl_decrement(checksum: u16) -> u16 {
+    let sum = u32::from(!checksum) + 0xfeff;
+    !((sum & 0xffff) + (sum >> 16)) as u16
+}
+
+/// Decrements the TTL of a frame's IPv4 header (at least 1) and updates its checksum.
+#[inline]
+pub fn decrement_ttl(h: &mut [u8; ETH_IP4_LEN]) {
+    h[ETH_HDR_LEN + IP4_TTL] -= 1;
+    let at = ETH_HDR_LEN + IP4_CSUM;
+    let c = checksum_after_ttl_decrement(u16::from_be_bytes([h[at], h[at + 1]]));
+    h[at..at + 2].copy_from_slice(&c.to_be_bytes());
+}
+
 #[inline]
 pub fn is_unicast_source(ip: Ipv4Addr) -> bool {
     !(ip.is_multicast() || ip.is_broadcast() || ip.is_unspecified())
@@ -218,6 +236,21 @@ mod tests {
         h[11] = 0xff;
         assert!(ip4_plain_header_checksum_ok(&h));
         assert_eq!(ones_complement_sum(&h, 0), 0xffff);
+    }
+
+    #[test]
+    fn ttl_decrement_checksum_is_the_general_update() {
+        for checksum in 0..=u16::MAX {
+            for (ttl, proto) in [(1u8, 6u8), (2, 17), (64, 1), (255, 255)] {
+                let old = u16::from_be_bytes([ttl, proto]);
+                let new = u16::from_be_bytes([ttl - 1, proto]);
+                assert_eq!(
+                    checksum_after_ttl_decrement(checksum),
+                    checksum_update16(checksum, old, new),
+                    "checksum {checksum:#06x} ttl {ttl}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -472,6 +472,13 @@ impl Ip4Lookup {
         if dst >= 0xe000_0000 {
             return drop_verdict(Counter::Ip4NotForwardable);
         }
+        // The common case first: out of an interface with a complete rewrite, not the
+        // uplink that source NAT watches, nothing offloaded, not traced.
+        if let Some(Some(r)) = tables.rewrites.get(pkt.meta.adjacency as usize) {
+            if snat_uplink != Some(r.port) && pkt.offload().is_none() && pkt.meta.trace == 0 {
+                return 1;
+            }
+        }
         if pkt.meta.adjacency == NO_ROUTE {
             cx.count(Counter::Ip4NoRoute);
             cx.trace(pkt, IP4_LOOKUP, || {
@@ -709,12 +716,7 @@ impl Ip4Rewrite {
             h[..ETH_HDR_LEN].copy_from_slice(&r.header);
             h[ETH_DST..ETH_DST + 6].copy_from_slice(&mac.0);
         }
-        let csum_at = ETH_HDR_LEN + IP4_CSUM;
-        let old = u16::from_be_bytes([h[ttl_at], h[ttl_at + 1]]);
-        h[ttl_at] -= 1;
-        let new = u16::from_be_bytes([h[ttl_at], h[ttl_at + 1]]);
-        let c = checksum_update16(u16::from_be_bytes([h[csum_at], h[csum_at + 1]]), old, new);
-        h[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());
+        decrement_ttl(h);
         pkt.meta.tx_port = r.port;
         true
     }
@@ -817,13 +819,7 @@ impl Ip4Rewrite {
         h[ETH_DST..ETH_DST + 6].copy_from_slice(&mac.0);
         h[ETH_SRC..ETH_SRC + 6].copy_from_slice(&iface.mac.0);
         h[ETH_TYPE..ETH_TYPE + 2].copy_from_slice(&ETHERTYPE_IP4.to_be_bytes());
-        let ttl_at = ETH_HDR_LEN + IP4_TTL;
-        let csum_at = ETH_HDR_LEN + IP4_CSUM;
-        let old = u16::from_be_bytes([h[ttl_at], h[ttl_at + 1]]);
-        h[ttl_at] -= 1;
-        let new = u16::from_be_bytes([h[ttl_at], h[ttl_at + 1]]);
-        let c = checksum_update16(u16::from_be_bytes([h[csum_at], h[csum_at + 1]]), old, new);
-        h[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());
+        decrement_ttl(h);
         pkt.meta.tx_port = port;
         cx.trace(pkt, IP4_REWRITE, || {
             format!("tx {} dst {mac} ttl-1", iface.name)

@@ -110,12 +110,7 @@ impl GraphNode for VxlanEncap {
                     cx.drop_packet(pkt, Counter::Ip4TooShort);
                     continue;
                 };
-                let ttl_at = ETH_HDR_LEN + IP4_TTL;
-                let csum_at = ETH_HDR_LEN + IP4_CSUM;
-                let old = read_u16(h, ttl_at);
-                h[ttl_at] -= 1;
-                let c = checksum_update16(read_u16(h, csum_at), old, read_u16(h, ttl_at));
-                write_u16(h, csum_at, c);
+                decrement_ttl(h);
                 h[ETH_DST..ETH_DST + 6].copy_from_slice(&tunnel.remote_mac.0);
                 h[ETH_SRC..ETH_SRC + 6].copy_from_slice(&cfg.mac.0);
                 write_u16(h, ETH_TYPE, ETHERTYPE_IP4);
