@@ -721,40 +721,33 @@ mod tests {
             },
         ])
         .unwrap();
+        // The rewrite out of eth0 to `next_hop`, or to each packet's own destination.
+        let out_of_eth0 = |next_hop: Option<MacAddr>| {
+            let mut header = [0u8; 14];
+            header[..6].copy_from_slice(&next_hop.unwrap_or(MacAddr::ZERO).0);
+            header[6..12].copy_from_slice(&MacAddr::local(1).0);
+            header[12..].copy_from_slice(&[0x08, 0x00]);
+            Some(Rewrite {
+                port: 0,
+                mtu: 1500,
+                next_hop_known: next_hop.is_some(),
+                header,
+            })
+        };
         let (adj, _) = t.snapshot().route(0, "8.8.8.8".parse().unwrap()).unwrap();
         assert_eq!(t.snapshot().rewrites[adj as usize], None);
         // A connected subnet has its rewrite but for the next hop, each packet's own.
         let (connected, _) = t.snapshot().route(0, "10.0.0.7".parse().unwrap()).unwrap();
-        let mut header = [0u8; 14];
-        header[6..12].copy_from_slice(&MacAddr::local(1).0);
-        header[12..].copy_from_slice(&[0x08, 0x00]);
-        assert_eq!(
-            t.snapshot().rewrites[connected as usize],
-            Some(Rewrite {
-                port: 0,
-                mtu: 1500,
-                next_hop_known: false,
-                header
-            })
-        );
+        assert_eq!(t.snapshot().rewrites[connected as usize], out_of_eth0(None));
         t.commit(&[TableChange::SetNeighbour {
             port: 0,
             ip: gw,
             mac: MacAddr::local(99),
         }])
         .unwrap();
-        let mut header = [0u8; 14];
-        header[..6].copy_from_slice(&MacAddr::local(99).0);
-        header[6..12].copy_from_slice(&MacAddr::local(1).0);
-        header[12..].copy_from_slice(&[0x08, 0x00]);
         assert_eq!(
             t.snapshot().rewrites[adj as usize],
-            Some(Rewrite {
-                port: 0,
-                mtu: 1500,
-                next_hop_known: true,
-                header
-            })
+            out_of_eth0(Some(MacAddr::local(99)))
         );
         // An interface taken down takes its rewrites with it.
         let down = Interface {
