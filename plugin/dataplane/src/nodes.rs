@@ -670,6 +670,32 @@ struct RewriteCache<'t> {
     next_hop: Option<(u16, u32, MacAddr)>,
 }
 
+impl RewriteCache<'_> {
+    /// The MAC of `next_hop` on `port`: the previous packet's, a static neighbour, or one
+    /// this worker learned by ARP (remembered for the next packet when found).
+    #[inline]
+    fn next_hop_mac(
+        &mut self,
+        tables: &crate::tables::Tables,
+        learned: &crate::graph::NeighbourCache,
+        port: u16,
+        next_hop: u32,
+    ) -> Option<MacAddr> {
+        if let Some((p, nh, mac)) = self.next_hop {
+            if p == port && nh == next_hop {
+                return Some(mac);
+            }
+        }
+        let mac = tables
+            .neighbours
+            .get(&(port, next_hop))
+            .copied()
+            .or_else(|| learned.get(port, next_hop))?;
+        self.next_hop = Some((port, next_hop, mac));
+        Some(mac)
+    }
+}
+
 impl Ip4Rewrite {
     /// The common case in one go: an adjacency whose rewrite is complete, a packet that is
     /// not traced, has no offloaded work, has TTL to spare and fits the MTU. `false`
@@ -697,21 +723,9 @@ impl Ip4Rewrite {
             h[..ETH_HDR_LEN].copy_from_slice(&r.header);
         } else {
             let dst = read_u32(h, ETH_HDR_LEN + IP4_DST);
-            let mac = match last.next_hop {
-                Some((p, nh, mac)) if p == r.port && nh == dst => mac,
-                _ => {
-                    // Unresolved: the long way asks for it.
-                    let Some(mac) = tables
-                        .neighbours
-                        .get(&(r.port, dst))
-                        .copied()
-                        .or_else(|| cx.w.neighbours.get(r.port, dst))
-                    else {
-                        return false;
-                    };
-                    last.next_hop = Some((r.port, dst, mac));
-                    mac
-                }
+            // Unresolved: the long way asks for it.
+            let Some(mac) = last.next_hop_mac(tables, &cx.w.neighbours, r.port, dst) else {
+                return false;
             };
             h[..ETH_HDR_LEN].copy_from_slice(&r.header);
             h[ETH_DST..ETH_DST + 6].copy_from_slice(&mac.0);
@@ -782,15 +796,7 @@ impl Ip4Rewrite {
             pkt.meta.scratch = IcmpErrorSpec::fragmentation_needed(iface.mtu).encode();
             return 1;
         }
-        let mac = match last.next_hop {
-            Some((p, nh, mac)) if p == port && nh == next_hop => Some(mac),
-            _ => tables
-                .neighbours
-                .get(&(port, next_hop))
-                .copied()
-                .or_else(|| cx.w.neighbours.get(port, next_hop)),
-        };
-        let Some(mac) = mac else {
+        let Some(mac) = last.next_hop_mac(tables, &cx.w.neighbours, port, next_hop) else {
             let target = Ipv4Addr::from(next_hop);
             let Some(source) = iface.source_for(target) else {
                 return drop_verdict(Counter::RewriteNoSourceAddress);
@@ -812,7 +818,6 @@ impl Ip4Rewrite {
             });
             return 0;
         };
-        last.next_hop = Some((port, next_hop, mac));
         let Some(h) = eth_ip4_mut(pkt.data_mut()) else {
             return drop_verdict(Counter::Ip4TooShort);
         };

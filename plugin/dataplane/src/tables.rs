@@ -17,6 +17,7 @@ use contiv_hw::MacAddr;
 use rustc_hash::FxHashMap;
 
 use crate::fib::{mask, Fib, FibError};
+use crate::headers::{ETHERTYPE_IP4, ETH_DST, ETH_HDR_LEN, ETH_SRC, ETH_TYPE};
 
 /// An IPv4 prefix.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -177,7 +178,7 @@ pub struct Rewrite {
     /// found per packet and written over the first six bytes.
     pub next_hop_known: bool,
     /// Next hop's MAC, the interface's MAC, the IPv4 ethertype.
-    pub header: [u8; 14],
+    pub header: [u8; ETH_HDR_LEN],
 }
 
 /// The node's VXLAN endpoint.
@@ -367,12 +368,12 @@ impl Tables {
             Adjacency::Drop | Adjacency::Local | Adjacency::Tunnel { .. } => return None,
         };
         let iface = self.interface(port).filter(|i| i.up)?;
-        let mut header = [0u8; 14];
+        let mut header = [0u8; ETH_HDR_LEN];
         if let Some(mac) = next_hop_mac {
-            header[..6].copy_from_slice(&mac.0);
+            header[ETH_DST..ETH_DST + 6].copy_from_slice(&mac.0);
         }
-        header[6..12].copy_from_slice(&iface.mac.0);
-        header[12..].copy_from_slice(&0x0800u16.to_be_bytes());
+        header[ETH_SRC..ETH_SRC + 6].copy_from_slice(&iface.mac.0);
+        header[ETH_TYPE..].copy_from_slice(&ETHERTYPE_IP4.to_be_bytes());
         Some(Rewrite {
             port,
             mtu: iface.mtu,
