@@ -135,20 +135,20 @@ impl GraphNode for EthernetInput {
     fn process(&mut self, cx: &mut NodeCx<'_>, input: &mut PacketVec, next: &mut Next<'_>) {
         let tables = cx.tables;
         // A vector usually comes from one port: its interface is looked up once.
-        let mut iface: Option<(u16, Option<&Interface>)> = None;
+        let mut rx = RxInterface::of(tables, input.first().map_or(0, |p| p.meta.rx_port));
         let verdicts = next.verdicts(input.len());
+        let mut traced = 0;
         for (pkt, verdict) in input.iter_mut().zip(verdicts.iter_mut()) {
-            let port = pkt.meta.rx_port;
-            let i = match iface {
-                Some((p, i)) if p == port => i,
-                _ => {
-                    let i = tables.interface(port);
-                    iface = Some((port, i));
-                    i
-                }
-            };
-            *verdict = Self::classify(i, pkt);
-            if pkt.meta.trace != 0 {
+            if pkt.meta.rx_port != rx.port {
+                rx = RxInterface::of(tables, pkt.meta.rx_port);
+            }
+            *verdict = Self::classify(&rx, pkt);
+            traced |= pkt.meta.trace;
+        }
+        // Traces are written in a pass of their own, so that the loop above stays free
+        // of the formatting code (and the registers it needs).
+        if traced != 0 {
+            for pkt in input.iter().filter(|p| p.meta.trace != 0) {
                 let note = Self::describe(tables, pkt);
                 cx.trace(pkt, ETHERNET_INPUT, || note);
             }
@@ -157,24 +157,73 @@ impl GraphNode for EthernetInput {
     }
 }
 
+/// What ethernet-input needs of the interface a frame came in on, in the form its
+/// per-frame checks compare against.
+struct RxInterface {
+    port: u16,
+    /// The interface's MAC in the low 48 bits of a little-endian word.
+    mac: u64,
+    vrf: u16,
+    /// Why every frame from this port is dropped: no interface, or one that is down.
+    refused: Option<Verdict>,
+}
+
+impl RxInterface {
+    /// The broadcast MAC, read as [`mac_word`] reads a destination.
+    const BROADCAST: u64 = 0xffff_ffff_ffff;
+
+    fn of(tables: &crate::tables::Tables, port: u16) -> Self {
+        let iface = tables.interface(port);
+        RxInterface {
+            port,
+            mac: iface.map_or(0, |i| mac_word(&i.mac.0)),
+            vrf: iface.map_or(0, |i| i.vrf),
+            refused: match iface {
+                None => Some(drop_verdict(Counter::EthNoInterface)),
+                Some(i) if !i.up => Some(drop_verdict(Counter::EthInterfaceDown)),
+                Some(_) => None,
+            },
+        }
+    }
+}
+
+/// Six MAC bytes as one word, so a destination is checked with one comparison.
+#[inline]
+fn mac_word(m: &[u8; 6]) -> u64 {
+    u64::from_le_bytes([m[0], m[1], m[2], m[3], m[4], m[5], 0, 0])
+}
+
 impl EthernetInput {
+    /// IPv4 to us, the common case, decided with one branch; the rest in full.
     #[inline]
-    fn classify(iface: Option<&Interface>, pkt: &mut PacketBuf) -> Verdict {
+    fn classify(rx: &RxInterface, pkt: &mut PacketBuf) -> Verdict {
+        if let Some(h) = pkt.data().first_chunk::<ETH_HDR_LEN>() {
+            let dst = mac_word(h[..6].try_into().unwrap_or(&[0; 6]));
+            let ip4 = h[ETH_TYPE..] == ETHERTYPE_IP4.to_be_bytes();
+            // `&` and `|`, not `&&` and `||`: every test is cheap, and one branch on the
+            // result costs less than a branch on each.
+            if ip4 & ((dst == rx.mac) | (dst == RxInterface::BROADCAST)) & rx.refused.is_none() {
+                pkt.meta.vrf = rx.vrf;
+                return 1;
+            }
+        }
+        Self::classify_other(rx, pkt)
+    }
+
+    #[inline(never)]
+    fn classify_other(rx: &RxInterface, pkt: &mut PacketBuf) -> Verdict {
         let Some(h) = pkt.data().first_chunk::<ETH_HDR_LEN>() else {
             return drop_verdict(Counter::EthTooShort);
         };
-        let Some(iface) = iface else {
-            return drop_verdict(Counter::EthNoInterface);
-        };
-        if !iface.up {
-            return drop_verdict(Counter::EthInterfaceDown);
+        if let Some(refused) = rx.refused {
+            return refused;
         }
-        let dst = [h[0], h[1], h[2], h[3], h[4], h[5]];
-        if dst != iface.mac.0 && dst != MacAddr::BROADCAST.0 {
+        let dst = mac_word(h[..6].try_into().unwrap_or(&[0; 6]));
+        if dst != rx.mac && dst != RxInterface::BROADCAST {
             return drop_verdict(Counter::EthNotForUs);
         }
         let ethertype = u16::from_be_bytes([h[ETH_TYPE], h[ETH_TYPE + 1]]);
-        pkt.meta.vrf = iface.vrf;
+        pkt.meta.vrf = rx.vrf;
         match ethertype {
             ETHERTYPE_IP4 => 1,
             ETHERTYPE_ARP => 0,
@@ -311,8 +360,32 @@ impl GraphNode for ArpNode {
 pub struct Ip4Input;
 
 impl Ip4Input {
+    /// The common case, a valid 20-byte header, with one branch; the rest in full.
     #[inline]
     fn check(d: &[u8]) -> Result<usize, Counter> {
+        if let Some(h) = eth_ip4(d) {
+            let ip: &[u8; IP4_MIN_HDR_LEN] =
+                h[ETH_HDR_LEN..].try_into().unwrap_or(&[0; IP4_MIN_HDR_LEN]);
+            let total = usize::from(u16::from_be_bytes([
+                ip[IP4_TOTAL_LEN],
+                ip[IP4_TOTAL_LEN + 1],
+            ]));
+            // As in ethernet-input: cheap tests combined, one branch on the result.
+            let plain = (ip[0] == 0x45)
+                & (total >= IP4_MIN_HDR_LEN)
+                & (total <= d.len() - ETH_HDR_LEN)
+                & (ip[IP4_TTL] != 0)
+                & (ip[IP4_SRC] < 224);
+            if plain && ip4_plain_header_checksum_ok(ip) {
+                return Ok(total);
+            }
+        }
+        Self::check_in_full(d)
+    }
+
+    /// Every test, in order, naming the first that fails.
+    #[inline(never)]
+    fn check_in_full(d: &[u8]) -> Result<usize, Counter> {
         let Some(h) = eth_ip4(d) else {
             return Err(Counter::Ip4TooShort);
         };
@@ -362,16 +435,27 @@ impl GraphNode for Ip4Input {
     }
     fn process(&mut self, cx: &mut NodeCx<'_>, input: &mut PacketVec, next: &mut Next<'_>) {
         let verdicts = next.verdicts(input.len());
+        let mut traced = 0;
         for (pkt, verdict) in input.iter_mut().zip(verdicts.iter_mut()) {
             *verdict = match Self::check(pkt.data()) {
                 Ok(total) => {
                     // Ethernet padding after the IP packet is not part of it.
                     pkt.truncate(ETH_HDR_LEN + total);
-                    cx.trace(pkt, IP4_INPUT, || describe_ip4(pkt.data()));
                     0
                 }
                 Err(reason) => drop_verdict(reason),
             };
+            traced |= pkt.meta.trace;
+        }
+        // In a pass of their own, as in ethernet-input; drops are traced by dispatch.
+        if traced != 0 {
+            for (pkt, _) in input
+                .iter()
+                .zip(verdicts.iter())
+                .filter(|(p, &v)| p.meta.trace != 0 && v == 0)
+            {
+                cx.trace(pkt, IP4_INPUT, || describe_ip4(pkt.data()));
+            }
         }
         next.dispatch(cx, input);
     }
@@ -686,6 +770,17 @@ impl RewriteCache<'_> {
                 return Some(mac);
             }
         }
+        self.look_up_next_hop(tables, learned, port, next_hop)
+    }
+
+    #[inline(never)]
+    fn look_up_next_hop(
+        &mut self,
+        tables: &crate::tables::Tables,
+        learned: &crate::graph::NeighbourCache,
+        port: u16,
+        next_hop: u32,
+    ) -> Option<MacAddr> {
         let mac = tables
             .neighbours
             .get(&(port, next_hop))
@@ -742,12 +837,23 @@ impl Ip4Rewrite {
         pkt: &mut PacketBuf,
         last: &mut RewriteCache<'t>,
     ) -> Verdict {
-        let adj_index = pkt.meta.adjacency as usize;
-        if let Some(Some(r)) = tables.rewrites.get(adj_index) {
+        if let Some(Some(r)) = tables.rewrites.get(pkt.meta.adjacency as usize) {
             if Self::rewrite_fast(cx, tables, r, pkt, last) {
                 return 0;
             }
         }
+        Self::rewrite_the_long_way(cx, tables, pkt, last)
+    }
+
+    /// Every case: traced, offloaded, TTL expiring, too big, next hop unresolved.
+    #[inline(never)]
+    fn rewrite_the_long_way<'t>(
+        cx: &mut NodeCx<'_>,
+        tables: &'t crate::tables::Tables,
+        pkt: &mut PacketBuf,
+        last: &mut RewriteCache<'t>,
+    ) -> Verdict {
+        let adj_index = pkt.meta.adjacency as usize;
         let (port, next_hop) = match tables.adjacencies[adj_index] {
             Adjacency::Via { port, next_hop } => (port, u32::from(next_hop)),
             Adjacency::Connected { port } => (port, read_u32(pkt.data(), ETH_HDR_LEN + IP4_DST)),

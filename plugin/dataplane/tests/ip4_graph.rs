@@ -261,6 +261,77 @@ fn malformed_headers_are_dropped_with_their_reason() {
     assert!(r.engine.show_errors().contains("ip4-input"));
 }
 
+/// Sets the IPv4 header checksum of a frame whose header was changed by hand.
+fn with_valid_checksum(mut frame: Vec<u8>) -> Vec<u8> {
+    let ihl = usize::from(frame[14] & 0x0f) * 4;
+    frame[24..26].fill(0);
+    let c = contiv_dataplane::headers::internet_checksum(&frame[14..14 + ihl]);
+    frame[24..26].copy_from_slice(&c.to_be_bytes());
+    frame
+}
+
+// ethernet-input and ip4-input decide the common case (IPv4 to us, a plain valid header)
+// in one test and everything else in full: each other case must still get its own reason.
+#[test]
+fn every_other_frame_and_header_check_names_its_reason() {
+    let mut r = Router::new(false);
+    let good = udp(A_MAC, R0_MAC, A_IP, B_IP, 64, b"payload");
+    let mut ttl_zero = good.clone();
+    ttl_zero[14 + 8] = 0;
+    let mut multicast_source = good.clone();
+    multicast_source[14 + 12] = 224;
+    let mut vlan = good.clone();
+    vlan[12..14].copy_from_slice(&[0x81, 0x00]);
+    let mut unknown = good.clone();
+    unknown[12..14].copy_from_slice(&[0x88, 0xb5]);
+    let (to_a, to_b) = r.send_from_a(&[
+        with_valid_checksum(ttl_zero),
+        with_valid_checksum(multicast_source),
+        vlan,
+        unknown,
+    ]);
+    assert!(to_a.is_empty() && to_b.is_empty());
+    for c in [
+        Counter::Ip4TtlZero,
+        Counter::Ip4BadSource,
+        Counter::EthVlanUnsupported,
+        Counter::EthUnknownEthertype,
+    ] {
+        assert_eq!(r.engine.counter(c), 1, "{}", c.label());
+    }
+
+    // Not the common case, yet valid: the broadcast MAC, and a header with options.
+    let mut broadcast = good.clone();
+    broadcast[0..6].copy_from_slice(&MacAddr::BROADCAST.0);
+    let mut options = good[..34].to_vec();
+    options.extend_from_slice(&[1, 1, 1, 0]); // NOP NOP NOP END
+    options.extend_from_slice(&good[34..]);
+    options[14] = 0x46;
+    let total = u16::from_be_bytes([options[16], options[17]]) + 4;
+    options[16..18].copy_from_slice(&total.to_be_bytes());
+    let options = with_valid_checksum(options);
+    let (_, to_b) = r.send_from_a(&[broadcast, options.clone()]);
+    assert_eq!(to_b.len(), 2, "{}", r.engine.show_errors());
+    let (p, h) = ipv4(&to_b[1]);
+    assert_eq!(h.ihl(), 6);
+    assert_eq!(h.options(), &[1, 1, 1, 0]);
+    assert_eq!(h.ttl(), 63);
+    assert!(header_checksum_valid(&h));
+    let Some(TransportSlice::Udp(u)) = &p.transport else {
+        panic!("udp")
+    };
+    assert_eq!(u.payload(), b"payload");
+
+    // An interface taken down drops what arrives on it.
+    let mut down =
+        contiv_dataplane::Interface::new(0, "r0", R0_MAC).with_address(net("10.0.1.1/24"));
+    down.up = false;
+    r.tables.commit(&[TableChange::SetInterface(down)]).unwrap();
+    let (_, to_b) = r.send_from_a(&[good]);
+    assert!(to_b.is_empty());
+    assert_eq!(r.engine.counter(Counter::EthInterfaceDown), 1);
+}
+
 #[test]
 fn icmp_errors_are_rate_limited() {
     let mut r = Router::with_icmp(
