@@ -453,12 +453,26 @@ mod tests {
                     }
                 }
             }
-            for _ in 0..5000 {
-                let probe = rng.random::<u32>();
+            let probes: Vec<u32> = (0..5000)
+                .map(|i| {
+                    // Half in the clustered space, where the chunks are.
+                    let r = rng.random::<u32>();
+                    if i % 2 == 0 {
+                        (r & 0x0f0f_ffff) | 0x0a00_0000
+                    } else {
+                        r
+                    }
+                })
+                .collect();
+            let mut bulk = probes.clone();
+            f.lookup_bulk(&mut bulk, u32::MAX);
+            for (&probe, &got) in probes.iter().zip(&bulk) {
+                let expected = naive(&reference, probe);
+                assert_eq!(f.lookup(probe), expected, "seed {seed} probe {}", ip(probe));
                 assert_eq!(
-                    f.lookup(probe),
-                    naive(&reference, probe),
-                    "seed {seed} probe {}",
+                    got,
+                    expected.unwrap_or(u32::MAX),
+                    "seed {seed} bulk probe {}",
                     ip(probe)
                 );
             }
