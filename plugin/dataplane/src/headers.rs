@@ -181,8 +181,13 @@ pub fn checksum_after_ttl_decrement(checksum: u16) -> u16 {
 pub fn decrement_ttl(h: &mut [u8; ETH_IP4_LEN]) {
     h[ETH_HDR_LEN + IP4_TTL] -= 1;
     let at = ETH_HDR_LEN + IP4_CSUM;
-    let c = checksum_after_ttl_decrement(u16::from_be_bytes([h[at], h[at + 1]]));
-    h[at..at + 2].copy_from_slice(&c.to_be_bytes());
+    // As `checksum_after_ttl_decrement`, on the word as the CPU loads it and with the
+    // constant in the same byte order: one's-complement sums do not care about byte order
+    // (RFC 1071 1.2.B), and this saves the two byte swaps.
+    const CHANGE: u16 = u16::from_ne_bytes(0xfeffu16.to_be_bytes());
+    let sum = u32::from(!u16::from_ne_bytes([h[at], h[at + 1]])) + u32::from(CHANGE);
+    let c = !((sum & 0xffff) + (sum >> 16)) as u16;
+    h[at..at + 2].copy_from_slice(&c.to_ne_bytes());
 }
 
 #[inline]
@@ -250,6 +255,25 @@ mod tests {
                     "checksum {checksum:#06x} ttl {ttl}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn decrement_ttl_writes_the_general_update_for_every_checksum() {
+        for checksum in 0..=u16::MAX {
+            let mut h = [0u8; ETH_IP4_LEN];
+            h[ETH_HDR_LEN + IP4_TTL] = 64;
+            h[ETH_HDR_LEN + IP4_CSUM..ETH_HDR_LEN + IP4_CSUM + 2]
+                .copy_from_slice(&checksum.to_be_bytes());
+            decrement_ttl(&mut h);
+            assert_eq!(h[ETH_HDR_LEN + IP4_TTL], 63);
+            let old = u16::from_be_bytes([64, 0]);
+            let new = u16::from_be_bytes([63, 0]);
+            assert_eq!(
+                read_u16(&h, ETH_HDR_LEN + IP4_CSUM),
+                checksum_update16(checksum, old, new),
+                "checksum {checksum:#06x}"
+            );
         }
     }
 
