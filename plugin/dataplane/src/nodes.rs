@@ -15,9 +15,9 @@ use std::net::Ipv4Addr;
 use contiv_hw::{MacAddr, PacketBuf, PacketVec, Timestamp, VECTOR_SIZE};
 
 use crate::counters::Counter;
-use crate::graph::{drop_verdict, GraphNode, Next, NodeCx, Verdict};
+use crate::graph::{drop_verdict, GraphNode, NeighbourCache, Next, NodeCx, Verdict};
 use crate::headers::*;
-use crate::tables::{Adjacency, Interface};
+use crate::tables::{Adjacency, Interface, Tables};
 
 pub const ETHERNET_INPUT: &str = "ethernet-input";
 pub const ARP: &str = "arp";
@@ -172,7 +172,7 @@ impl RxInterface {
     /// The broadcast MAC, read as [`mac_word`] reads a destination.
     const BROADCAST: u64 = 0xffff_ffff_ffff;
 
-    fn of(tables: &crate::tables::Tables, port: u16) -> Self {
+    fn of(tables: &Tables, port: u16) -> Self {
         let iface = tables.interface(port);
         RxInterface {
             port,
@@ -233,7 +233,7 @@ impl EthernetInput {
         }
     }
 
-    fn describe(tables: &crate::tables::Tables, pkt: &PacketBuf) -> String {
+    fn describe(tables: &Tables, pkt: &PacketBuf) -> String {
         let d = pkt.data();
         if d.len() < ETH_HDR_LEN {
             return format!("{} bytes", d.len());
@@ -739,7 +739,10 @@ impl GraphNode for Ip4Rewrite {
         let mut last = RewriteCache::default();
         let verdicts = next.verdicts(input.len());
         for (pkt, verdict) in input.iter_mut().zip(verdicts.iter_mut()) {
-            *verdict = Self::rewrite(cx, tables, pkt, &mut last);
+            *verdict = match tables.rewrites.get(pkt.meta.adjacency as usize) {
+                Some(Some(r)) if Self::rewrite_fast(cx, tables, r, pkt, &mut last) => 0,
+                _ => Self::rewrite_the_long_way(cx, tables, pkt, &mut last),
+            };
         }
         next.dispatch(cx, input);
     }
@@ -760,8 +763,8 @@ impl RewriteCache<'_> {
     #[inline]
     fn next_hop_mac(
         &mut self,
-        tables: &crate::tables::Tables,
-        learned: &crate::graph::NeighbourCache,
+        tables: &Tables,
+        learned: &NeighbourCache,
         port: u16,
         next_hop: u32,
     ) -> Option<MacAddr> {
@@ -770,25 +773,21 @@ impl RewriteCache<'_> {
                 return Some(mac);
             }
         }
-        self.look_up_next_hop(tables, learned, port, next_hop)
-    }
-
-    #[inline(never)]
-    fn look_up_next_hop(
-        &mut self,
-        tables: &crate::tables::Tables,
-        learned: &crate::graph::NeighbourCache,
-        port: u16,
-        next_hop: u32,
-    ) -> Option<MacAddr> {
-        let mac = tables
-            .neighbours
-            .get(&(port, next_hop))
-            .copied()
-            .or_else(|| learned.get(port, next_hop))?;
+        let mac = neighbour_mac(tables, learned, port, next_hop)?;
         self.next_hop = Some((port, next_hop, mac));
         Some(mac)
     }
+}
+
+/// A static neighbour's MAC, or one this worker learned by ARP. Out of line: most packets
+/// find their next hop in the [`RewriteCache`].
+#[inline(never)]
+fn neighbour_mac(tables: &Tables, learned: &NeighbourCache, port: u16, ip: u32) -> Option<MacAddr> {
+    tables
+        .neighbours
+        .get(&(port, ip))
+        .copied()
+        .or_else(|| learned.get(port, ip))
 }
 
 impl Ip4Rewrite {
@@ -798,7 +797,7 @@ impl Ip4Rewrite {
     #[inline]
     fn rewrite_fast(
         cx: &NodeCx<'_>,
-        tables: &crate::tables::Tables,
+        tables: &Tables,
         r: &crate::tables::Rewrite,
         pkt: &mut PacketBuf,
         last: &mut RewriteCache<'_>,
@@ -830,26 +829,11 @@ impl Ip4Rewrite {
         true
     }
 
-    #[inline]
-    fn rewrite<'t>(
-        cx: &mut NodeCx<'_>,
-        tables: &'t crate::tables::Tables,
-        pkt: &mut PacketBuf,
-        last: &mut RewriteCache<'t>,
-    ) -> Verdict {
-        if let Some(Some(r)) = tables.rewrites.get(pkt.meta.adjacency as usize) {
-            if Self::rewrite_fast(cx, tables, r, pkt, last) {
-                return 0;
-            }
-        }
-        Self::rewrite_the_long_way(cx, tables, pkt, last)
-    }
-
     /// Every case: traced, offloaded, TTL expiring, too big, next hop unresolved.
     #[inline(never)]
     fn rewrite_the_long_way<'t>(
         cx: &mut NodeCx<'_>,
-        tables: &'t crate::tables::Tables,
+        tables: &'t Tables,
         pkt: &mut PacketBuf,
         last: &mut RewriteCache<'t>,
     ) -> Verdict {
