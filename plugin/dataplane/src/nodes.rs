@@ -329,8 +329,7 @@ impl GraphNode for ArpNode {
             // Turn the request into the reply, in place.
             pkt.truncate(ETH_HDR_LEN + ARP_LEN);
             let d = pkt.data_mut();
-            d[ETH_DST..ETH_DST + 6].copy_from_slice(&sha.0);
-            d[ETH_SRC..ETH_SRC + 6].copy_from_slice(&our_mac.0);
+            write_eth_header(d, sha, our_mac, ETHERTYPE_ARP);
             let a = &mut d[ETH_HDR_LEN..];
             write_u16(a, ARP_OP, ARP_OP_REPLY);
             a[ARP_THA..ARP_THA + 6].copy_from_slice(&sha.0);
@@ -710,9 +709,7 @@ impl Ip4Rewrite {
             return;
         }
         let d = pkt.data_mut();
-        d[ETH_DST..ETH_DST + 6].copy_from_slice(&MacAddr::BROADCAST.0);
-        d[ETH_SRC..ETH_SRC + 6].copy_from_slice(&iface.mac.0);
-        write_u16(d, ETH_TYPE, ETHERTYPE_ARP);
+        write_eth_header(d, MacAddr::BROADCAST, iface.mac, ETHERTYPE_ARP);
         let a = &mut d[ETH_HDR_LEN..];
         write_u16(a, 0, 1);
         write_u16(a, 2, ETHERTYPE_IP4);
@@ -911,9 +908,7 @@ impl Ip4Rewrite {
         let Some(h) = eth_ip4_mut(pkt.data_mut()) else {
             return drop_verdict(Counter::Ip4TooShort);
         };
-        h[ETH_DST..ETH_DST + 6].copy_from_slice(&mac.0);
-        h[ETH_SRC..ETH_SRC + 6].copy_from_slice(&iface.mac.0);
-        h[ETH_TYPE..ETH_TYPE + 2].copy_from_slice(&ETHERTYPE_IP4.to_be_bytes());
+        write_eth_header(h, mac, iface.mac, ETHERTYPE_IP4);
         decrement_ttl(h);
         pkt.meta.tx_port = port;
         cx.trace(pkt, IP4_REWRITE, || {

@@ -17,7 +17,7 @@ use contiv_hw::MacAddr;
 use rustc_hash::FxHashMap;
 
 use crate::fib::{mask, Fib, FibError};
-use crate::headers::{ETHERTYPE_IP4, ETH_DST, ETH_HDR_LEN, ETH_SRC, ETH_TYPE};
+use crate::headers::{write_eth_header, ETHERTYPE_IP4, ETH_HDR_LEN};
 
 /// An IPv4 prefix.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -369,11 +369,9 @@ impl Tables {
         };
         let iface = self.interface(port).filter(|i| i.up)?;
         let mut header = [0u8; ETH_HDR_LEN];
-        if let Some(mac) = next_hop_mac {
-            header[ETH_DST..ETH_DST + 6].copy_from_slice(&mac.0);
-        }
-        header[ETH_SRC..ETH_SRC + 6].copy_from_slice(&iface.mac.0);
-        header[ETH_TYPE..].copy_from_slice(&ETHERTYPE_IP4.to_be_bytes());
+        // A connected subnet's next hop is each packet's destination: zeros until then.
+        let dst = next_hop_mac.unwrap_or(MacAddr::ZERO);
+        write_eth_header(&mut header, dst, iface.mac, ETHERTYPE_IP4);
         Some(Rewrite {
             port,
             mtu: iface.mtu,

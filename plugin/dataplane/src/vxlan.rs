@@ -111,9 +111,7 @@ impl GraphNode for VxlanEncap {
                     continue;
                 };
                 decrement_ttl(h);
-                h[ETH_DST..ETH_DST + 6].copy_from_slice(&tunnel.remote_mac.0);
-                h[ETH_SRC..ETH_SRC + 6].copy_from_slice(&cfg.mac.0);
-                write_u16(h, ETH_TYPE, ETHERTYPE_IP4);
+                write_eth_header(h, tunnel.remote_mac, cfg.mac, ETHERTYPE_IP4);
             }
             let frame_len = pkt.len();
             let Some(o) = pkt.prepend(VXLAN_OVERHEAD) else {
