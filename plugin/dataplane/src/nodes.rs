@@ -15,6 +15,7 @@ use std::net::Ipv4Addr;
 use contiv_hw::{MacAddr, PacketBuf, PacketVec, Timestamp, VECTOR_SIZE};
 
 use crate::counters::Counter;
+use crate::fib::Fib;
 use crate::graph::{drop_verdict, GraphNode, NeighbourCache, Next, NodeCx, Verdict};
 use crate::headers::*;
 use crate::tables::{Adjacency, Interface, Tables};
@@ -464,14 +465,18 @@ impl GraphNode for Ip4Input {
 
 /// Longest-prefix match in the packet's VRF.
 pub struct Ip4Lookup {
-    /// Destinations of the vector being looked up (sized once, never grows).
+    /// Destinations of the vector being looked up, replaced by their adjacencies (sized
+    /// once, never grows).
     addrs: Box<[u32; 2 * VECTOR_SIZE]>,
+    /// The destinations again, when a vector spans VRFs and `addrs` is looked up in place.
+    dsts: Box<[u32; 2 * VECTOR_SIZE]>,
 }
 
 impl Default for Ip4Lookup {
     fn default() -> Self {
         Ip4Lookup {
             addrs: Box::new([0; 2 * VECTOR_SIZE]),
+            dsts: Box::new([0; 2 * VECTOR_SIZE]),
         }
     }
 }
@@ -497,48 +502,71 @@ impl GraphNode for Ip4Lookup {
         let tables = cx.tables;
         let snat_uplink = tables.snat.as_ref().map(|s| s.uplink);
         let verdicts = next.verdicts(input.len());
-        // The destinations of the whole vector are looked up together (see
-        // `Fib::lookup_bulk`), in runs of packets that share a VRF (usually one run).
+        // The destinations of the whole vector are looked up together, so that their
+        // cache misses overlap (see `Fib::lookup_bulk`).
         // A frame can hold more than one vector (several nodes feed this one): it is
         // looked up in pieces the size of the scratch array.
         let scratch = self.addrs.len();
         for (piece, verdicts) in input.chunks_mut(scratch).zip(verdicts.chunks_mut(scratch)) {
             let addrs = &mut self.addrs[..piece.len()];
             let first_vrf = piece[0].meta.vrf;
-            let mut one_vrf = true;
             // The first-level slots are prefetched as the destinations are gathered, in
             // the first packet's VRF (almost always everyone's).
-            let first_fib = tables.fib(first_vrf);
-            for (a, pkt) in addrs.iter_mut().zip(piece.iter()) {
-                *a = read_u32(pkt.data(), ETH_HDR_LEN + IP4_DST);
-                if let Some(fib) = first_fib {
-                    fib.prefetch(*a);
+            let first_fib = tables.fib(first_vrf).map(Fib::reader);
+            let mut vrfs_differ = 0;
+            match first_fib {
+                Some(fib) => {
+                    for (a, pkt) in addrs.iter_mut().zip(piece.iter()) {
+                        *a = read_u32(pkt.data(), ETH_HDR_LEN + IP4_DST);
+                        fib.prefetch(*a);
+                        vrfs_differ |= pkt.meta.vrf ^ first_vrf;
+                    }
                 }
-                one_vrf &= pkt.meta.vrf == first_vrf;
+                None => {
+                    for (a, pkt) in addrs.iter_mut().zip(piece.iter()) {
+                        *a = read_u32(pkt.data(), ETH_HDR_LEN + IP4_DST);
+                        vrfs_differ |= pkt.meta.vrf ^ first_vrf;
+                    }
+                }
             }
+            if let (0, Some(fib)) = (vrfs_differ, first_fib) {
+                // The usual vector, all in one VRF: each packet is looked up and decided
+                // in one pass, once the chunk lines are on their way.
+                fib.prefetch_chunks(addrs);
+                for ((pkt, verdict), &dst) in
+                    piece.iter_mut().zip(verdicts.iter_mut()).zip(addrs.iter())
+                {
+                    pkt.meta.adjacency = fib.lookup(dst).unwrap_or(NO_ROUTE);
+                    *verdict = Self::decide(cx, snat_uplink, pkt, dst);
+                }
+                continue;
+            }
+            // Several VRFs (or none): in runs of packets that share one.
             let mut start = 0;
             while start < piece.len() {
                 let vrf = piece[start].meta.vrf;
-                let end = if one_vrf {
-                    piece.len()
-                } else {
-                    start
-                        + piece[start..]
-                            .iter()
-                            .take_while(|p| p.meta.vrf == vrf)
-                            .count()
-                };
+                let end = start
+                    + piece[start..]
+                        .iter()
+                        .take_while(|p| p.meta.vrf == vrf)
+                        .count();
+                let run = &mut addrs[start..end];
+                let dsts = &mut self.dsts[..run.len()];
+                dsts.copy_from_slice(run);
                 match tables.fib(vrf) {
-                    Some(fib) => fib.lookup_bulk(&mut addrs[start..end], NO_ROUTE),
-                    None => addrs[start..end].fill(NO_ROUTE),
+                    Some(fib) => fib.lookup_bulk(run, NO_ROUTE),
+                    None => run.fill(NO_ROUTE),
+                }
+                for (((pkt, verdict), &adj), &dst) in piece[start..end]
+                    .iter_mut()
+                    .zip(verdicts[start..end].iter_mut())
+                    .zip(run.iter())
+                    .zip(dsts.iter())
+                {
+                    pkt.meta.adjacency = adj;
+                    *verdict = Self::decide(cx, snat_uplink, pkt, dst);
                 }
                 start = end;
-            }
-            for ((pkt, verdict), &adj) in
-                piece.iter_mut().zip(verdicts.iter_mut()).zip(addrs.iter())
-            {
-                pkt.meta.adjacency = adj;
-                *verdict = Self::decide(cx, snat_uplink, pkt);
             }
         }
         next.dispatch(cx, input);
@@ -546,11 +574,35 @@ impl GraphNode for Ip4Lookup {
 }
 
 impl Ip4Lookup {
-    /// Where a packet goes once its adjacency is known.
-    #[inline]
-    fn decide(cx: &mut NodeCx<'_>, snat_uplink: Option<u16>, pkt: &mut PacketBuf) -> Verdict {
+    /// Where a packet goes once its adjacency is known. The common case (see
+    /// `decide_in_full`) is decided here, in line, the rest out of line.
+    #[inline(always)]
+    fn decide(
+        cx: &mut NodeCx<'_>,
+        snat_uplink: Option<u16>,
+        pkt: &mut PacketBuf,
+        dst: u32,
+    ) -> Verdict {
+        if let Some(Some(r)) = cx.tables.rewrites.get(pkt.meta.adjacency as usize) {
+            if dst < 0xe000_0000
+                && snat_uplink != Some(r.port)
+                && pkt.offload().is_none()
+                && pkt.meta.trace == 0
+            {
+                return 1;
+            }
+        }
+        Self::decide_in_full(cx, snat_uplink, pkt, dst)
+    }
+
+    #[inline(never)]
+    fn decide_in_full(
+        cx: &mut NodeCx<'_>,
+        snat_uplink: Option<u16>,
+        pkt: &mut PacketBuf,
+        dst: u32,
+    ) -> Verdict {
         let tables = cx.tables;
-        let dst = read_u32(pkt.data(), ETH_HDR_LEN + IP4_DST);
         // 224.0.0.0/4 and 255.255.255.255 are never forwarded.
         if dst >= 0xe000_0000 {
             return drop_verdict(Counter::Ip4NotForwardable);

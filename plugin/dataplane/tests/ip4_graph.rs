@@ -426,6 +426,96 @@ fn vrfs_keep_their_routes_apart() {
     assert_eq!(to_b.len(), 1);
 }
 
+/// Stands in for ethernet-input: puts each packet in the VRF its UDP payload's first byte
+/// names, so that one vector reaches ip4-lookup spread over several VRFs (which the
+/// standard graph only does when several nodes feed ip4-lookup at once).
+struct VrfFromPayload;
+
+impl contiv_dataplane::GraphNode for VrfFromPayload {
+    fn name(&self) -> &'static str {
+        contiv_dataplane::nodes::ETHERNET_INPUT
+    }
+    fn next_nodes(&self) -> &'static [&'static str] {
+        &[contiv_dataplane::nodes::IP4_INPUT]
+    }
+    fn process(
+        &mut self,
+        _cx: &mut contiv_dataplane::NodeCx<'_>,
+        input: &mut contiv_hw::PacketVec,
+        next: &mut contiv_dataplane::Next<'_>,
+    ) {
+        for mut pkt in input.drain(..) {
+            pkt.meta.vrf = u16::from(pkt.data()[42]);
+            next.enqueue(0, pkt);
+        }
+    }
+}
+
+#[test]
+fn a_vector_spread_over_vrfs_is_looked_up_in_each() {
+    let mut r = Router::with_engine(false, |tables, pool| {
+        let mut nodes: Vec<Box<dyn contiv_dataplane::GraphNode>> = vec![Box::new(VrfFromPayload)];
+        nodes.extend(
+            contiv_dataplane::nodes::ip4_graph_nodes(IcmpErrorConfig::default())
+                .into_iter()
+                .filter(|n| n.name() != contiv_dataplane::nodes::ETHERNET_INPUT),
+        );
+        contiv_dataplane::Engine::with_nodes(tables, pool, nodes).unwrap()
+    });
+    // 10.9.0.0/16 goes to B in VRF 0, is a null route in VRF 7 and unknown in VRF 3,
+    // which knows the way back to A.
+    let dst: std::net::Ipv4Addr = "10.9.1.1".parse().unwrap();
+    r.tables
+        .commit(&[
+            TableChange::AddRoute {
+                vrf: 0,
+                prefix: net("10.9.0.0/16"),
+                target: Adjacency::Via {
+                    port: 1,
+                    next_hop: B_IP,
+                },
+            },
+            TableChange::AddRoute {
+                vrf: 7,
+                prefix: net("10.9.0.0/16"),
+                target: Adjacency::Drop,
+            },
+            TableChange::AddRoute {
+                vrf: 3,
+                prefix: net("10.0.1.0/24"),
+                target: Adjacency::Connected { port: 0 },
+            },
+        ])
+        .unwrap();
+    // Runs of different lengths in each VRF, in one vector.
+    let vrfs = [0u8, 0, 7, 0, 7, 7, 3, 0, 0, 0, 7, 3];
+    let frames: Vec<Vec<u8>> = vrfs
+        .iter()
+        .enumerate()
+        .map(|(i, &vrf)| udp(A_MAC, R0_MAC, A_IP, dst, 64, &[vrf, i as u8]))
+        .collect();
+    let (to_a, to_b) = r.send_from_a(&frames);
+    let forwarded: Vec<u8> = to_b.iter().map(|f| f[43]).collect();
+    let expected: Vec<u8> = (0..vrfs.len() as u8)
+        .filter(|&i| vrfs[usize::from(i)] == 0)
+        .collect();
+    assert_eq!(forwarded, expected, "VRF 0's packets, in order");
+    assert_eq!(r.engine.counter(Counter::Ip4NullRoute), 4, "VRF 7's");
+    assert_eq!(r.engine.counter(Counter::Ip4NoRoute), 2, "VRF 3's");
+    // (the no-route packets are not drops: icmp-error turns them into the answers.)
+    assert_eq!(r.engine.counters().total_drops(), 4);
+    // VRF 3's two unreachables, routed back to A in VRF 3.
+    assert_eq!(to_a.len(), 2);
+    for f in &to_a {
+        let (p, h) = ipv4(f);
+        assert_eq!(h.destination_addr(), A_IP);
+        assert!(matches!(
+            icmp_of(&p).icmp_type(),
+            Icmpv4Type::DestinationUnreachable(etherparse::icmpv4::DestUnreachableHeader::Network)
+        ));
+    }
+}
+
 #[test]
 fn trace_shows_the_path_of_a_packet() {
     let mut r = Router::new(false);

@@ -53,9 +53,19 @@ impl Router {
     }
 
     pub fn with_config(learn: bool, config: &EngineConfig) -> Router {
+        Self::with_engine(learn, |tables, pool| {
+            Engine::new(tables, pool, config).unwrap()
+        })
+    }
+
+    /// With an engine of the caller's making (a graph of other nodes, say).
+    pub fn with_engine(
+        learn: bool,
+        make: impl FnOnce(&TableHandle, BufferPool) -> Engine,
+    ) -> Router {
         let pool = BufferPool::new("test", 4096);
         let tables = TableHandle::new();
-        let mut engine = Engine::new(&tables, pool.handle(), config).unwrap();
+        let mut engine = make(&tables, pool.handle());
         let cfg = WireConfig {
             capacity: 1024,
             mtu: 1500,
