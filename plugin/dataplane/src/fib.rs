@@ -90,29 +90,31 @@ pub struct Fib {
     narrow_at: usize,
 }
 
-/// A zeroed table of `n` slots, advised onto huge pages before it is written: the wide
-/// first level is 64 MiB looked up at random.
-fn huge_slots(n: usize) -> Box<[u32]> {
-    let mut v = Vec::with_capacity(n);
+/// A copy of `items` in a new allocation of room for `capacity`, advised onto huge pages
+/// before it is written: the wide first level (64 MiB) and the chunks of a million routes
+/// (hundreds of megabytes) are read at random, and on 4 KiB pages nearly every lookup
+/// also missed the TLB.
+fn on_huge_pages<T: Clone>(items: &[T], capacity: usize) -> Vec<T> {
+    let mut v = Vec::with_capacity(capacity.max(items.len()));
     contiv_hw::memory::advise_huge_pages(v.spare_capacity_mut());
+    v.extend_from_slice(items);
+    v
+}
+
+/// A first level of `bits`, every slot empty.
+fn empty_level1(bits: u8) -> Box<[u32]> {
+    let n = 1 << bits;
+    let mut v = on_huge_pages(&[], n);
     v.resize(n, EMPTY);
     v.into_boxed_slice()
 }
 
 impl Clone for Fib {
-    /// The copy's arrays are advised onto huge pages before they are written (see
-    /// `grow_chunks`).
     fn clone(&self) -> Self {
-        let mut level1 = Vec::with_capacity(self.level1.len());
-        contiv_hw::memory::advise_huge_pages(level1.spare_capacity_mut());
-        level1.extend_from_slice(&self.level1);
-        let mut chunks = Vec::with_capacity(self.chunks.capacity());
-        contiv_hw::memory::advise_huge_pages(chunks.spare_capacity_mut());
-        chunks.extend_from_slice(&self.chunks);
         Fib {
             level1_bits: self.level1_bits,
-            level1: level1.into_boxed_slice(),
-            chunks,
+            level1: on_huge_pages(&self.level1, self.level1.len()).into_boxed_slice(),
+            chunks: on_huge_pages(&self.chunks, self.chunks.capacity()),
             free_chunks: self.free_chunks.clone(),
             prefixes: self.prefixes.clone(),
             long_prefixes: self.long_prefixes,
@@ -198,7 +200,7 @@ impl Fib {
     fn with_marks(widen_at: usize, narrow_at: usize) -> Self {
         Fib {
             level1_bits: NARROW_BITS,
-            level1: huge_slots(1 << NARROW_BITS),
+            level1: empty_level1(NARROW_BITS),
             chunks: Vec::new(),
             free_chunks: Vec::new(),
             prefixes: HashMap::new(),
@@ -231,16 +233,10 @@ impl Fib {
         }
     }
 
-    /// Starts bringing the first-level slot of `addr` into cache, for a lookup soon after.
-    #[inline]
-    pub fn prefetch(&self, addr: u32) {
-        self.reader().prefetch(addr);
-    }
-
     /// Looks up many addresses at once, replacing each with its adjacency or `miss`.
     ///
     /// In stages, so that the cache misses of a whole vector overlap: first the chunk
-    /// line each address will need is prefetched ([`Fib::prefetch_chunks`]), then the
+    /// line each address will need is prefetched ([`FibReader::prefetch_chunks`]), then the
     /// lookups finish on lines that are (mostly) already in cache.
     #[inline]
     pub fn lookup_bulk(&self, addrs: &mut [u32], miss: u32) {
@@ -249,13 +245,6 @@ impl Fib {
         for a in addrs.iter_mut() {
             *a = reader.lookup(*a).unwrap_or(miss);
         }
-    }
-
-    /// Reads the first-level slot of every address and starts bringing the chunk line
-    /// below it into cache (see [`FibReader::prefetch_chunks`]).
-    #[inline]
-    pub fn prefetch_chunks(&self, addrs: &[u32]) {
-        self.reader().prefetch_chunks(addrs);
     }
 
     pub fn len(&self) -> usize {
@@ -353,7 +342,7 @@ impl Fib {
         // Shortest first: each prefix then overwrites only what it owns.
         routes.sort_unstable();
         self.level1_bits = bits;
-        self.level1 = huge_slots(1 << bits);
+        self.level1 = empty_level1(bits);
         self.chunks = Vec::new();
         self.free_chunks.clear();
         for (len, base, adj) in routes {
@@ -468,14 +457,9 @@ impl Fib {
         }
     }
 
-    /// Doubles the chunk array into a new allocation advised onto huge pages before it
-    /// is written: with a million routes the chunks take hundreds of megabytes, looked up
-    /// at random, and on 4 KiB pages nearly every lookup also missed the TLB.
+    /// Doubles the chunk array, into a new allocation on huge pages.
     fn grow_chunks(&mut self) {
-        let mut grown = Vec::with_capacity((self.chunks.capacity() * 2).max(64));
-        contiv_hw::memory::advise_huge_pages(grown.spare_capacity_mut());
-        grown.extend_from_slice(&self.chunks);
-        self.chunks = grown;
+        self.chunks = on_huge_pages(&self.chunks, (self.chunks.capacity() * 2).max(64));
     }
 
     fn free_chunk(&mut self, c: usize) {
