@@ -136,6 +136,17 @@ pub fn render_dump(d: &Value) -> String {
     for a in d["allocations"].as_array().into_iter().flatten() {
         let _ = writeln!(out, "  {:<15} {} {}", s(&a[0]), s(&a[1]), s(&a[2]));
     }
+    let sessions = d["nat_sessions"].as_array().map_or(&[][..], Vec::as_slice);
+    let count = d["nat_session_count"]
+        .as_u64()
+        .unwrap_or(sessions.len() as u64);
+    let _ = writeln!(out, "source NAT sessions: {count}");
+    for n in sessions {
+        let _ = writeln!(out, "  {}", s(n));
+    }
+    if count > sessions.len() as u64 {
+        let _ = writeln!(out, "  ... and {} more", count - sessions.len() as u64);
+    }
     out
 }
 
@@ -151,7 +162,9 @@ mod tests {
                      {"key":"pod/c1/eth0/route","state":"pending","missing":["pod/c1/eth0/interface"],"desired":"x","applied":null},
                      {"key":"node/uplink","state":"failed","error":"no such interface","attempts":3,"retry_in_ms":800,"desired":"x","applied":null}],
             "ports":[[0,"contiv-host"]],"routes":["10.1.1.2/32 -> via 10.1.1.2 port 1"],
-            "allocations":[["10.1.1.2","c1","eth0"]],"static_neighbours":1}"#,
+            "allocations":[["10.1.1.2","c1","eth0"]],"static_neighbours":1,
+            "nat_sessions":["udp 10.1.1.2:4000 -> 192.0.2.1:53 as 192.168.16.1:1024, idle 0.5 s"],
+            "nat_session_count":3}"#,
         )
         .unwrap();
         let t = render_dump(&d);
@@ -159,6 +172,8 @@ mod tests {
         assert!(t.contains("waiting for [\"pod/c1/eth0/interface\"]"));
         assert!(t.contains("no such interface (attempt 3, retry in 800 ms)"));
         assert!(t.contains("10.1.1.2        c1 eth0"));
+        assert!(t.contains("source NAT sessions: 3\n  udp 10.1.1.2:4000 -> 192.0.2.1:53"));
+        assert!(t.contains("... and 2 more"));
         assert!(fetch_dump("localhost:1").is_err());
     }
 }

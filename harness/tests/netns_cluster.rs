@@ -80,6 +80,23 @@ impl Up {
 
 /// Pings `to` from `ns`: one ping first (the first packet to an unresolved next hop
 /// becomes the ARP request, as in VPP), then 3 that must all come back.
+/// The inside source port of the one TCP session of `inside` to port 7003 in a dump's
+/// list (the port the pod's kernel chose).
+fn peer_port_inside(sessions: &[&str], inside: Ipv4Addr) -> u16 {
+    let prefix = format!("tcp {inside}:");
+    let ports: Vec<u16> = sessions
+        .iter()
+        .filter(|s| s.contains(&format!("-> {OUTSIDE_IP}:7003 ")))
+        .filter_map(|s| s.strip_prefix(&prefix)?.split(' ').next()?.parse().ok())
+        .collect();
+    assert_eq!(
+        ports.len(),
+        1,
+        "one connection from {inside} in {sessions:#?}"
+    );
+    ports[0]
+}
+
 fn assert_ping(ns: &str, to: Ipv4Addr) {
     let to = to.to_string();
     let _ = exec_in(ns, &["ping", "-c", "1", "-W", "1", &to]);
@@ -253,6 +270,37 @@ fn suite(tag: char, transport: Transport, dpdk_uplink: bool) {
     assert_ping(p21, OUTSIDE_IP);
     let peer = tcp_transfer(p21, c.outside(), OUTSIDE_IP, 7003, 1 << 20);
     assert_eq!(peer.ip(), std::net::IpAddr::V4(nodes[1].address));
+    // Node 2's agent lists the translations in its dump: the pings and the connection,
+    // as the outside saw it (the node's address and port).
+    let dump = contiv_harness::agent_dump::fetch_dump(&format!("http://{}", nodes[1].agent_http))
+        .unwrap_or_else(|e| panic!("dump of {}: {e}", nodes[1].name));
+    let sessions: Vec<&str> = dump["nat_sessions"]
+        .as_array()
+        .expect("nat_sessions")
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    let tcp = format!(
+        "tcp {ip21}:{} -> {OUTSIDE_IP}:7003 as {}:{}, idle",
+        peer_port_inside(&sessions, ip21),
+        nodes[1].address,
+        peer.port()
+    );
+    assert!(
+        sessions.iter().any(|s| s.starts_with(&tcp)),
+        "{tcp} in {sessions:#?}"
+    );
+    assert!(
+        sessions
+            .iter()
+            .any(|s| s.starts_with(&format!("icmp {ip21}:"))
+                && s.contains(&format!("-> {OUTSIDE_IP}:"))),
+        "the pings in {sessions:#?}"
+    );
+    assert_eq!(
+        dump["nat_session_count"].as_u64(),
+        Some(sessions.len() as u64)
+    );
     let peer = tcp_transfer(p32, c.outside(), OUTSIDE_IP, 7004, 1 << 20);
     assert_eq!(peer.ip(), std::net::IpAddr::V4(nodes[2].address));
 

@@ -162,6 +162,31 @@ pub struct SessionInfo {
     pub idle_ns: u64,
 }
 
+impl std::fmt::Display for SessionInfo {
+    /// `tcp 10.1.1.2:40000 -> 192.0.2.1:80 as 192.168.16.1:1024, idle 1.5 s`: inside
+    /// source, remote, and the node's address and port the remote sees (for ICMP, the
+    /// echo identifiers in place of ports).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let proto = match self.proto {
+            PROTO_TCP => "tcp",
+            PROTO_UDP => "udp",
+            PROTO_ICMP => "icmp",
+            _ => "ip",
+        };
+        write!(
+            f,
+            "{proto} {}:{} -> {}:{} as {}:{}, idle {:.1} s",
+            self.inside.0,
+            self.inside.1,
+            self.remote.0,
+            self.remote.1,
+            self.external.0,
+            self.external.1,
+            self.idle_ns as f64 / SECOND as f64
+        )
+    }
+}
+
 /// Ports (or ICMP identifiers) 1024..=65535 of one protocol, as a bitmap.
 struct PortPool {
     used: Box<[u64; 1024]>,

@@ -161,6 +161,10 @@ pub struct AgentDump {
     pub allocations: Vec<(String, String, String)>,
     pub engine_errors: String,
     pub engine_interfaces: String,
+    /// Source NAT sessions (`tcp inside -> remote as node:port, idle`), the first
+    /// thousand, and how many there are in all.
+    pub nat_sessions: Vec<String>,
+    pub nat_session_count: usize,
 }
 
 /// What [`Agent::prepare`] got from the store.
@@ -810,6 +814,8 @@ impl<S: Store + Clone> Agent<S> {
             allocations,
             engine_errors: view.errors,
             engine_interfaces: view.interfaces,
+            nat_sessions: view.nat_sessions,
+            nat_session_count: view.nat_session_count,
         }
     }
 

@@ -32,7 +32,15 @@ pub struct EngineView {
     pub packets_received: u64,
     pub packets_transmitted: u64,
     pub drops: u64,
+    /// Source NAT sessions, the first [`MAX_VIEWED_SESSIONS`] in order, and how many
+    /// there are in all.
+    pub nat_sessions: Vec<String>,
+    pub nat_session_count: usize,
 }
+
+/// The most NAT sessions a view lists: a node can hold a hundred thousand, and the dump
+/// is for a person to read.
+pub const MAX_VIEWED_SESSIONS: usize = 1000;
 
 enum Command {
     AddPort(Box<dyn Port>, mpsc::SyncSender<Result<u16, String>>),
@@ -166,6 +174,7 @@ fn apply(engine: &mut Engine, cmd: Command) {
             let _ = reply.send(engine.remove_port(port).is_some());
         }
         Command::View(reply) => {
+            let sessions = engine.nat_sessions();
             let ports = (0..contiv_dataplane::MAX_PORTS)
                 .filter_map(|i| engine.port(i).map(|p| (i, p.name().to_string())))
                 .collect();
@@ -176,6 +185,12 @@ fn apply(engine: &mut Engine, cmd: Command) {
                 packets_received: engine.packets_received(),
                 packets_transmitted: engine.packets_transmitted(),
                 drops: engine.counters().total_drops(),
+                nat_sessions: sessions
+                    .iter()
+                    .take(MAX_VIEWED_SESSIONS)
+                    .map(ToString::to_string)
+                    .collect(),
+                nat_session_count: sessions.len(),
             });
         }
     }
