@@ -150,16 +150,8 @@ impl FibReader<'_> {
         (slot & VALUE_MASK).checked_sub(1)
     }
 
-    /// Starts bringing the first-level slot of `addr` into cache, for a lookup soon after.
-    #[inline]
-    pub fn prefetch(self, addr: u32) {
-        if let Some(slot) = self.level1.get((addr >> self.shift) as usize) {
-            contiv_hw::prefetch_read(slot);
-        }
-    }
-
-    /// Reads the first-level slot of every address (best prefetched already, with
-    /// [`FibReader::prefetch`]) and starts bringing the chunk line below it into cache.
+    /// Reads the first-level slot of every address and starts bringing the chunk line
+    /// below it into cache.
     #[inline]
     pub fn prefetch_chunks(self, addrs: &[u32]) {
         let shift = self.shift;
