@@ -161,8 +161,8 @@ impl Port for VirtualPort {
         let mut bytes = 0u64;
         if room > 0 {
             if let Ok(chunk) = self.tx.write_chunk_uninit(room) {
-                sent =
-                    chunk.fill_from_iter(pkts.drain(..room).inspect(|p| bytes += p.len() as u64));
+                bytes = pkts[..room].iter().map(|p| p.len() as u64).sum();
+                sent = chunk.fill_from_iter(pkts.drain(..room));
             }
         }
         self.stats.tx_packets += sent as u64;
