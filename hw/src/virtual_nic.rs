@@ -207,6 +207,8 @@ mod tests {
         let firsts: Vec<u8> = out.iter().map(|p| p.data()[0]).collect();
         assert_eq!(firsts, vec![0, 1, 2, 3, 4]);
         assert_eq!(a.stats().tx_packets, 5);
+        assert_eq!(a.stats().tx_bytes, 300);
+        assert_eq!(b.stats().rx_packets, 5);
         assert_eq!(b.stats().rx_bytes, 300);
     }
 
@@ -225,6 +227,11 @@ mod tests {
         let s = a.stats();
         assert_eq!(s.drops(PortDropReason::TxQueueFull), 2);
         assert_eq!(s.drops(PortDropReason::TooBig), 1);
+        assert_eq!(
+            (s.tx_packets, s.tx_bytes),
+            (4, 240),
+            "only what went in the ring"
+        );
         link.set_up(false);
         let mut v: PacketVec = vec![frame(&mut pool, 1, 60)];
         assert_eq!(a.tx_burst(&mut v, &mut pool, Timestamp::ZERO), 0);
