@@ -54,6 +54,8 @@ pub enum Request {
     Status(oneshot::Sender<CniReply>),
     Gc(GcRequest, oneshot::Sender<CniReply>),
     Dump(oneshot::Sender<AgentDump>),
+    /// The running engine's view (its counters for `/metrics`), or why there is none.
+    Dataplane(oneshot::Sender<Result<crate::worker::EngineView, String>>),
     /// Every node's record, after any change (from [`crate::nodes::NodeDirectory::follow`]).
     Nodes(Vec<NodeInfo>),
 }
@@ -875,6 +877,10 @@ impl<S: Store + Clone> Agent<S> {
             }
             Request::Dump(tx) => {
                 let _ = tx.send(self.dump().await);
+                return;
+            }
+            Request::Dataplane(tx) => {
+                let _ = tx.send(self.applier.worker().view().map_err(|e| e.to_string()));
                 return;
             }
             Request::Nodes(nodes) => {

@@ -142,7 +142,27 @@ async fn respond(
         "/healthz" => (200, TEXT, "ok\n".into()),
         "/readyz" if metrics.ready.load(Ordering::Relaxed) => (200, TEXT, "ok\n".into()),
         "/readyz" => (503, TEXT, "starting\n".into()),
-        "/metrics" => (200, TEXT, metrics.render()),
+        "/metrics" => {
+            // The agent's own counters always; the dataplane's when its worker answers,
+            // and whether it did.
+            let mut text = metrics.render();
+            let (tx, rx) = oneshot::channel();
+            let view = match requests.send(AgentRequest::Dataplane(tx)).await {
+                Ok(()) => rx.await.ok().and_then(Result::ok),
+                Err(_) => None,
+            };
+            text.push_str(
+                "# HELP contiv_vswitch_dataplane_up whether the dataplane answered\n# TYPE contiv_vswitch_dataplane_up gauge\n",
+            );
+            match view {
+                Some(v) => {
+                    text.push_str("contiv_vswitch_dataplane_up 1\n");
+                    text.push_str(&v.render_metrics());
+                }
+                None => text.push_str("contiv_vswitch_dataplane_up 0\n"),
+            }
+            (200, TEXT, text)
+        }
         "/dump" => {
             let (tx, rx) = oneshot::channel();
             if requests.send(AgentRequest::Dump(tx)).await.is_err() {

@@ -36,6 +36,85 @@ pub struct EngineView {
     /// there are in all.
     pub nat_sessions: Vec<String>,
     pub nat_session_count: usize,
+    /// Per port: its index, name and the engine's counters of it.
+    pub interface_counters: Vec<(u16, String, contiv_dataplane::InterfaceCounters)>,
+    /// Every counter of the graph (drops by reason, and the informational ones), zero
+    /// or not, so that a metric series never appears out of nowhere.
+    pub counters: Vec<(contiv_dataplane::Counter, u64)>,
+}
+
+impl EngineView {
+    /// The dataplane's counters in Prometheus' text format, for `/metrics`: per
+    /// interface, every graph counter by node and reason (drops apart from the
+    /// informational ones), and the NAT sessions.
+    pub fn render_metrics(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        type Field = fn(&contiv_dataplane::InterfaceCounters) -> u64;
+        let per_interface: [(&str, &str, Field); 5] = [
+            ("rx_packets", "packets received by the dataplane", |c| {
+                c.rx_packets
+            }),
+            ("rx_bytes", "bytes received by the dataplane", |c| {
+                c.rx_bytes
+            }),
+            ("tx_packets", "packets the dataplane transmitted", |c| {
+                c.tx_packets
+            }),
+            ("tx_bytes", "bytes the dataplane transmitted", |c| {
+                c.tx_bytes
+            }),
+            ("tx_dropped", "packets the port refused to transmit", |c| {
+                c.tx_dropped
+            }),
+        ];
+        for (name, help, value) in per_interface {
+            let name = format!("contiv_vswitch_dataplane_{name}_total");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}, per interface\n# TYPE {name} counter"
+            );
+            for (_, port, c) in &self.interface_counters {
+                let _ = writeln!(out, "{name}{{interface=\"{}\"}} {}", label(port), value(c));
+            }
+        }
+        for (drops, name, help) in [
+            (
+                true,
+                "drops",
+                "packets the dataplane dropped, by node and reason",
+            ),
+            (
+                false,
+                "events",
+                "what the dataplane counts besides drops, by node",
+            ),
+        ] {
+            let name = format!("contiv_vswitch_dataplane_{name}_total");
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (c, n) in self.counters.iter().filter(|(c, _)| c.is_drop() == drops) {
+                let _ = writeln!(
+                    out,
+                    "{name}{{node=\"{}\",reason=\"{}\"}} {n}",
+                    label(c.node()),
+                    label(c.text())
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP contiv_vswitch_dataplane_nat_sessions source NAT sessions\n# TYPE contiv_vswitch_dataplane_nat_sessions gauge\ncontiv_vswitch_dataplane_nat_sessions {}",
+            self.nat_session_count
+        );
+        out
+    }
+}
+
+/// A label value with Prometheus' escapes (backslash, double quote, newline).
+fn label(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// The most NAT sessions a view lists: a node can hold a hundred thousand, and the dump
@@ -175,8 +254,16 @@ fn apply(engine: &mut Engine, cmd: Command) {
         }
         Command::View(reply) => {
             let sessions = engine.nat_sessions();
-            let ports = (0..contiv_dataplane::MAX_PORTS)
+            let ports: Vec<(u16, String)> = (0..contiv_dataplane::MAX_PORTS)
                 .filter_map(|i| engine.port(i).map(|p| (i, p.name().to_string())))
+                .collect();
+            let interface_counters = ports
+                .iter()
+                .map(|(i, name)| (*i, name.clone(), engine.interface_counters(*i)))
+                .collect();
+            let counters = contiv_dataplane::Counter::ALL
+                .iter()
+                .map(|&c| (c, engine.counter(c)))
                 .collect();
             let _ = reply.send(EngineView {
                 ports,
@@ -191,6 +278,8 @@ fn apply(engine: &mut Engine, cmd: Command) {
                     .map(ToString::to_string)
                     .collect(),
                 nat_session_count: sessions.len(),
+                interface_counters,
+                counters,
             });
         }
     }
@@ -202,5 +291,46 @@ impl Drop for WorkerThread {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use contiv_dataplane::{Counter, InterfaceCounters};
+
+    #[test]
+    fn metrics_escape_labels_and_keep_drops_apart() {
+        let view = EngineView {
+            interface_counters: vec![(
+                3,
+                "odd\"name\\".into(),
+                InterfaceCounters {
+                    rx_packets: 7,
+                    ..Default::default()
+                },
+            )],
+            counters: vec![(Counter::Ip4BadChecksum, 2), (Counter::Ip4NoRoute, 5)],
+            nat_session_count: 4,
+            ..Default::default()
+        };
+        let text = view.render_metrics();
+        let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert!(lines
+            .contains(&r#"contiv_vswitch_dataplane_rx_packets_total{interface="odd\"name\\"} 7"#));
+        assert!(lines.contains(
+            &r#"contiv_vswitch_dataplane_drops_total{node="ip4-input",reason="bad checksum"} 2"#
+        ));
+        assert!(lines.contains(
+            &r#"contiv_vswitch_dataplane_events_total{node="ip4-lookup",reason="no route (unreachable sent)"} 5"#
+        ));
+        assert!(lines.contains(&"contiv_vswitch_dataplane_nat_sessions 4"));
+        // Each metric's HELP and TYPE come once, before its series.
+        assert_eq!(
+            text.matches("# TYPE contiv_vswitch_dataplane_drops_total counter")
+                .count(),
+            1
+        );
+        assert_eq!(lines.len(), 5 + 2 + 1, "{text}");
     }
 }

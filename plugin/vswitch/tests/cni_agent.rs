@@ -189,6 +189,32 @@ fn two_pods_reach_each_other_and_the_host_and_leave_nothing() {
     assert_eq!(d["ports"].as_array().unwrap().len(), 3);
     let metrics = node.http_get("/metrics");
     assert!(metrics.contains("contiv_vswitch_pods 2"), "{metrics}");
+    // The dataplane's counters: a series per port, with the pings above in them, and
+    // every drop reason, zero or not.
+    assert!(
+        metrics.contains("contiv_vswitch_dataplane_up 1"),
+        "{metrics}"
+    );
+    let series = |prefix: &str| -> Vec<(String, u64)> {
+        metrics
+            .lines()
+            .filter_map(|l| {
+                let (labels, v) = l.strip_prefix(prefix)?.rsplit_once(' ')?;
+                Some((labels.to_string(), v.parse().ok()?))
+            })
+            .collect()
+    };
+    let rx = series("contiv_vswitch_dataplane_rx_packets_total{interface=");
+    assert_eq!(rx.len(), 3, "one series per port: {metrics}");
+    assert!(
+        rx.iter().map(|(_, n)| n).sum::<u64>() >= 10,
+        "five pings of two requests each went through: {metrics}"
+    );
+    assert_eq!(
+        series("contiv_vswitch_dataplane_drops_total{node=\"ip4-input\",reason=\"bad checksum\"}"),
+        [(String::new(), 0)],
+        "{metrics}"
+    );
     node.del("c1", &p1).ok();
     // The other pod keeps its gateway.
     assert!(ping(&p2, "10.1.1.1"), "the shared gateway address survives");
