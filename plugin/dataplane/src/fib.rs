@@ -124,6 +124,13 @@ impl Clone for Fib {
     }
 }
 
+/// One level of the trie, as the write path walks it.
+#[derive(Clone, Copy)]
+enum Level {
+    First,
+    Chunk(usize),
+}
+
 /// The lookup side of a [`Fib`] ([`Fib::reader`]).
 #[derive(Clone, Copy)]
 pub struct FibReader<'a> {
@@ -222,20 +229,6 @@ impl Fib {
             shift: 32 - u32::from(self.level1_bits),
             level1: &self.level1,
             chunks: &self.chunks,
-        }
-    }
-
-    /// Looks up many addresses at once, replacing each with its adjacency or `miss`.
-    ///
-    /// In stages, so that the cache misses of a whole vector overlap: first the chunk
-    /// line each address will need is prefetched ([`FibReader::prefetch_chunks`]), then the
-    /// lookups finish on lines that are (mostly) already in cache.
-    #[inline]
-    pub fn lookup_bulk(&self, addrs: &mut [u32], miss: u32) {
-        let reader = self.reader();
-        reader.prefetch_chunks(addrs);
-        for a in addrs.iter_mut() {
-            *a = reader.lookup(*a).unwrap_or(miss);
         }
     }
 
@@ -345,49 +338,48 @@ impl Fib {
     /// Writes `value` into every slot the prefix covers whose current owner's length
     /// passes `replace`, descending into chunks.
     fn write(&mut self, base: u32, len: u8, value: u32, replace: impl Fn(u8) -> bool + Copy) {
-        let bits = self.level1_bits;
-        let i1 = (base >> (32 - bits)) as usize;
-        if len <= bits {
-            for i in i1..i1 + (1usize << (bits - len)) {
-                let slot = self.level1[i];
-                let new = self.write_slot(slot, value, replace);
-                self.level1[i] = new;
-            }
-            return;
-        }
-        let c1 = self.ensure_chunk_level1(i1);
-        self.write_in_chunk(c1, bits + 8, base, len, value, replace);
-        if let Some(v) = self.uniform(c1) {
-            self.free_chunk(c1);
-            self.level1[i1] = v;
-        }
+        self.write_in(Level::First, self.level1_bits, base, len, value, replace);
     }
 
-    /// `write` within chunk `c`, whose slots are indexed by the address bits just above
-    /// bit `32 - end` (the chunk resolves the first `end` bits).
-    fn write_in_chunk(
+    /// `write` within one level: the first, or a chunk. Its slots are indexed by the
+    /// address bits just above bit `32 - end` (the level resolves the first `end` bits).
+    fn write_in(
         &mut self,
-        c: usize,
+        level: Level,
         end: u8,
         base: u32,
         len: u8,
         value: u32,
         replace: impl Fn(u8) -> bool + Copy,
     ) {
-        let i = ((base >> (32 - end)) & 0xff) as usize;
+        let i = ((base >> (32 - end)) as usize) & (self.slots(level).len() - 1);
         if len <= end {
             for i in i..i + (1usize << (end - len)) {
-                let slot = self.chunks[c][i];
+                let slot = self.slots(level)[i];
                 let new = self.write_slot(slot, value, replace);
-                self.chunks[c][i] = new;
+                self.slots_mut(level)[i] = new;
             }
             return;
         }
-        let child = self.ensure_chunk_in(c, i);
-        self.write_in_chunk(child, end + 8, base, len, value, replace);
+        let child = self.ensure_chunk(level, i);
+        self.write_in(Level::Chunk(child), end + 8, base, len, value, replace);
         if let Some(v) = self.uniform(child) {
             self.free_chunk(child);
-            self.chunks[c][i] = v;
+            self.slots_mut(level)[i] = v;
+        }
+    }
+
+    fn slots(&self, level: Level) -> &[u32] {
+        match level {
+            Level::First => &self.level1,
+            Level::Chunk(c) => &self.chunks[c],
+        }
+    }
+
+    fn slots_mut(&mut self, level: Level) -> &mut [u32] {
+        match level {
+            Level::First => &mut self.level1,
+            Level::Chunk(c) => &mut self.chunks[c],
         }
     }
 
@@ -412,23 +404,15 @@ impl Fib {
         }
     }
 
-    fn ensure_chunk_level1(&mut self, i: usize) -> usize {
-        let slot = self.level1[i];
+    /// The chunk below slot `i` of `level`, made (inheriting the slot's leaf) if there is
+    /// none yet.
+    fn ensure_chunk(&mut self, level: Level, i: usize) -> usize {
+        let slot = self.slots(level)[i];
         if is_chunk(slot) {
             return (slot & !CHUNK) as usize;
         }
         let c = self.alloc_chunk(slot);
-        self.level1[i] = CHUNK | c as u32;
-        c
-    }
-
-    fn ensure_chunk_in(&mut self, parent: usize, i: usize) -> usize {
-        let slot = self.chunks[parent][i];
-        if is_chunk(slot) {
-            return (slot & !CHUNK) as usize;
-        }
-        let c = self.alloc_chunk(slot);
-        self.chunks[parent][i] = CHUNK | c as u32;
+        self.slots_mut(level)[i] = CHUNK | c as u32;
         c
     }
 
@@ -548,7 +532,7 @@ mod tests {
     }
 
     /// Random inserts and removes, clustered so that they overlap, checked against the
-    /// naive reference as they go (`lookup` and `lookup_bulk`); then every prefix is
+    /// naive reference as they go (`lookup`, and a reader after `prefetch_chunks`); then every prefix is
     /// removed again. Prefixes are `shortest` bits long or more. Returns the first-level
     /// widths the table went through.
     fn random_table_against_naive(seed: u64, mut f: Fib, shortest: u8) -> Vec<u8> {
@@ -602,8 +586,13 @@ mod tests {
                 }
             })
             .collect();
-        let mut bulk = probes.clone();
-        f.lookup_bulk(&mut bulk, u32::MAX);
+        // As ip4-lookup looks up a vector: the chunk lines prefetched, then each address.
+        let reader = f.reader();
+        reader.prefetch_chunks(&probes);
+        let bulk: Vec<u32> = probes
+            .iter()
+            .map(|&a| reader.lookup(a).unwrap_or(u32::MAX))
+            .collect();
         for (&probe, &got) in probes.iter().zip(&bulk) {
             let expected = naive(&reference, probe);
             assert_eq!(f.lookup(probe), expected, "seed {seed} probe {}", ip(probe));

@@ -15,6 +15,7 @@ use std::net::Ipv4Addr;
 use contiv_hw::{MacAddr, PacketBuf, PacketVec, Timestamp, VECTOR_SIZE};
 
 use crate::counters::Counter;
+use crate::fib::Fib;
 use crate::graph::{drop_verdict, GraphNode, NeighbourCache, Next, NodeCx, Verdict};
 use crate::headers::*;
 use crate::tables::{Adjacency, Interface, Tables};
@@ -464,18 +465,14 @@ impl GraphNode for Ip4Input {
 
 /// Longest-prefix match in the packet's VRF.
 pub struct Ip4Lookup {
-    /// Destinations of the vector being looked up, replaced by their adjacencies (sized
-    /// once, never grows).
+    /// Destinations of the vector being looked up (sized once, never grows).
     addrs: Box<[u32; 2 * VECTOR_SIZE]>,
-    /// The destinations again, when a vector spans VRFs and `addrs` is looked up in place.
-    dsts: Box<[u32; 2 * VECTOR_SIZE]>,
 }
 
 impl Default for Ip4Lookup {
     fn default() -> Self {
         Ip4Lookup {
             addrs: Box::new([0; 2 * VECTOR_SIZE]),
-            dsts: Box::new([0; 2 * VECTOR_SIZE]),
         }
     }
 }
@@ -511,7 +508,7 @@ impl GraphNode for Ip4Lookup {
         let snat_uplink = tables.snat.as_ref().map(|s| s.uplink);
         let verdicts = next.verdicts(input.len());
         // The destinations of the whole vector are gathered first, so that the cache
-        // misses of their lookups overlap (see `Fib::lookup_bulk`).
+        // misses of their lookups overlap (see `FibReader::prefetch_chunks`).
         // A frame can hold more than one vector (several nodes feed this one): it is
         // looked up in pieces the size of the scratch array.
         let scratch = self.addrs.len();
@@ -523,47 +520,32 @@ impl GraphNode for Ip4Lookup {
                 *a = read_u32(pkt.data(), ETH_HDR_LEN + IP4_DST);
                 vrfs_differ |= pkt.meta.vrf ^ first_vrf;
             }
-            let first_fib = tables.fib(first_vrf);
-            if let (0, Some(fib)) = (vrfs_differ, first_fib) {
-                // The usual vector, all in one VRF: each packet is looked up and decided
-                // in one pass, once the chunk lines of a large table are on their way.
-                let large = fib.live_chunks() >= PREFETCH_CHUNKS_FROM;
-                let fib = fib.reader();
-                if large {
-                    fib.prefetch_chunks(addrs);
-                }
-                for ((pkt, verdict), &dst) in
-                    piece.iter_mut().zip(verdicts.iter_mut()).zip(addrs.iter())
-                {
-                    pkt.meta.adjacency = fib.lookup(dst).unwrap_or(NO_ROUTE);
-                    *verdict = Self::decide(cx, snat_uplink, pkt, dst);
-                }
-                continue;
-            }
-            // Several VRFs (or none): in runs of packets that share one.
+            // In runs of packets that share a VRF: the whole piece, almost always.
             let mut start = 0;
             while start < piece.len() {
                 let vrf = piece[start].meta.vrf;
-                let end = start
-                    + piece[start..]
-                        .iter()
-                        .take_while(|p| p.meta.vrf == vrf)
-                        .count();
-                let run = &mut addrs[start..end];
-                let dsts = &mut self.dsts[..run.len()];
-                dsts.copy_from_slice(run);
-                match tables.fib(vrf) {
-                    Some(fib) => fib.lookup_bulk(run, NO_ROUTE),
-                    None => run.fill(NO_ROUTE),
+                let end = if vrfs_differ == 0 {
+                    piece.len()
+                } else {
+                    start
+                        + piece[start..]
+                            .iter()
+                            .take_while(|p| p.meta.vrf == vrf)
+                            .count()
+                };
+                let dsts = &addrs[start..end];
+                let fib = tables.fib(vrf);
+                // The chunk lines of a large table are set on their way first, so that
+                // the lookups' misses overlap.
+                if let Some(f) = fib.filter(|f| f.live_chunks() >= PREFETCH_CHUNKS_FROM) {
+                    f.reader().prefetch_chunks(dsts);
                 }
-                for (((pkt, verdict), &adj), &dst) in piece[start..end]
-                    .iter_mut()
-                    .zip(verdicts[start..end].iter_mut())
-                    .zip(run.iter())
-                    .zip(dsts.iter())
-                {
-                    pkt.meta.adjacency = adj;
-                    *verdict = Self::decide(cx, snat_uplink, pkt, dst);
+                let (run, run_verdicts) = (&mut piece[start..end], &mut verdicts[start..end]);
+                match fib.map(Fib::reader) {
+                    Some(f) => {
+                        Self::look_up_run(cx, snat_uplink, run, run_verdicts, dsts, |d| f.lookup(d))
+                    }
+                    None => Self::look_up_run(cx, snat_uplink, run, run_verdicts, dsts, |_| None),
                 }
                 start = end;
             }
@@ -573,8 +555,26 @@ impl GraphNode for Ip4Lookup {
 }
 
 impl Ip4Lookup {
-    /// Where a packet goes once its adjacency is known. The common case (see
-    /// `decide_in_full`) is decided here, in line, the rest out of line.
+    /// Looks up and decides each packet of a run that shares one VRF, with that VRF's
+    /// `lookup` (one instance per kind of table, so that the loop tests nothing else).
+    #[inline(always)]
+    fn look_up_run(
+        cx: &mut NodeCx<'_>,
+        snat_uplink: Option<u16>,
+        run: &mut [PacketBuf],
+        verdicts: &mut [Verdict],
+        dsts: &[u32],
+        lookup: impl Fn(u32) -> Option<u32>,
+    ) {
+        for ((pkt, verdict), &dst) in run.iter_mut().zip(verdicts.iter_mut()).zip(dsts) {
+            pkt.meta.adjacency = lookup(dst).unwrap_or(NO_ROUTE);
+            *verdict = Self::decide(cx, snat_uplink, pkt, dst);
+        }
+    }
+
+    /// Where a packet goes once its adjacency is known. The common case is decided here,
+    /// in line: out of an interface with a complete rewrite, not the uplink that source
+    /// NAT watches, nothing offloaded, not traced. The rest out of line.
     #[inline(always)]
     fn decide(
         cx: &mut NodeCx<'_>,
@@ -605,13 +605,6 @@ impl Ip4Lookup {
         // 224.0.0.0/4 and 255.255.255.255 are never forwarded.
         if dst >= 0xe000_0000 {
             return drop_verdict(Counter::Ip4NotForwardable);
-        }
-        // The common case first: out of an interface with a complete rewrite, not the
-        // uplink that source NAT watches, nothing offloaded, not traced.
-        if let Some(Some(r)) = tables.rewrites.get(pkt.meta.adjacency as usize) {
-            if snat_uplink != Some(r.port) && pkt.offload().is_none() && pkt.meta.trace == 0 {
-                return 1;
-            }
         }
         if pkt.meta.adjacency == NO_ROUTE {
             cx.count(Counter::Ip4NoRoute);
