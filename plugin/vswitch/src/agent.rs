@@ -7,7 +7,6 @@
 //! succeeds fully or leaves nothing behind.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -127,21 +126,24 @@ impl AgentMetrics {
                 g(&self.store_errors),
             ),
         ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-            );
+            crate::prometheus::header(&mut out, name, "counter", help);
+            crate::prometheus::sample(&mut out, name, &[], v);
         }
-        let _ = writeln!(
-            out,
-            "# HELP contiv_vswitch_pods pods wired on this node\n# TYPE contiv_vswitch_pods gauge\ncontiv_vswitch_pods {}",
-            g(&self.pods)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP contiv_vswitch_ready whether the agent is serving\n# TYPE contiv_vswitch_ready gauge\ncontiv_vswitch_ready {}",
-            u8::from(self.ready.load(Ordering::Relaxed))
-        );
+        for (name, help, v) in [
+            (
+                "contiv_vswitch_pods",
+                "pods wired on this node",
+                g(&self.pods),
+            ),
+            (
+                "contiv_vswitch_ready",
+                "whether the agent is serving",
+                u64::from(self.ready.load(Ordering::Relaxed)),
+            ),
+        ] {
+            crate::prometheus::header(&mut out, name, "gauge", help);
+            crate::prometheus::sample(&mut out, name, &[], v);
+        }
         out
     }
 }
@@ -810,7 +812,7 @@ impl<S: Store + Clone> Agent<S> {
             pod_subnet: self.pod_subnet.to_string(),
             converged: self.reconciler.converged(),
             items: self.reconciler.dump(self.now()),
-            ports: view.ports,
+            ports: view.ports.into_iter().map(|p| (p.index, p.name)).collect(),
             routes,
             static_neighbours: tables.neighbours.len(),
             allocations,

@@ -12,6 +12,7 @@
 //! - [`nodes`]: node discovery (every agent publishes its ID and underlay address).
 //! - [`agent`]: the event loop that serves CNI calls and keeps the node converged.
 //! - [`server`]: CNI over gRPC on a unix socket; health, metrics and the dump over HTTP.
+//! - [`prometheus`]: the text format `/metrics` is written in.
 //! - [`config`]: the YAML configuration.
 
 pub mod agent;
@@ -21,6 +22,7 @@ pub mod ipam;
 pub mod node;
 pub mod nodeid;
 pub mod nodes;
+pub mod prometheus;
 pub mod reconciler;
 pub mod server;
 pub mod wiring;

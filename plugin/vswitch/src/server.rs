@@ -151,16 +151,7 @@ async fn respond(
                 Ok(()) => rx.await.ok().and_then(Result::ok),
                 Err(_) => None,
             };
-            text.push_str(
-                "# HELP contiv_vswitch_dataplane_up whether the dataplane answered\n# TYPE contiv_vswitch_dataplane_up gauge\n",
-            );
-            match view {
-                Some(v) => {
-                    text.push_str("contiv_vswitch_dataplane_up 1\n");
-                    text.push_str(&v.render_metrics());
-                }
-                None => text.push_str("contiv_vswitch_dataplane_up 0\n"),
-            }
+            text.push_str(&crate::worker::render_dataplane_metrics(view.as_ref()));
             (200, TEXT, text)
         }
         "/dump" => {

@@ -26,95 +26,99 @@ pub enum WorkerError {
 /// A view of the running engine, for the dump and metrics.
 #[derive(Clone, Debug, Default)]
 pub struct EngineView {
-    pub ports: Vec<(u16, String)>,
+    pub ports: Vec<PortView>,
     pub interfaces: String,
     pub errors: String,
-    pub packets_received: u64,
-    pub packets_transmitted: u64,
-    pub drops: u64,
     /// Source NAT sessions, the first [`MAX_VIEWED_SESSIONS`] in order, and how many
     /// there are in all.
     pub nat_sessions: Vec<String>,
     pub nat_session_count: usize,
-    /// Per port: its index, name and the engine's counters of it.
-    pub interface_counters: Vec<(u16, String, contiv_dataplane::InterfaceCounters)>,
     /// Every counter of the graph (drops by reason, and the informational ones), zero
     /// or not, so that a metric series never appears out of nowhere.
     pub counters: Vec<(contiv_dataplane::Counter, u64)>,
 }
 
-impl EngineView {
-    /// The dataplane's counters in Prometheus' text format, for `/metrics`: per
-    /// interface, every graph counter by node and reason (drops apart from the
-    /// informational ones), and the NAT sessions.
-    pub fn render_metrics(&self) -> String {
-        use std::fmt::Write as _;
-        let mut out = String::new();
-        type Field = fn(&contiv_dataplane::InterfaceCounters) -> u64;
-        let per_interface: [(&str, &str, Field); 5] = [
-            ("rx_packets", "packets received by the dataplane", |c| {
-                c.rx_packets
-            }),
-            ("rx_bytes", "bytes received by the dataplane", |c| {
-                c.rx_bytes
-            }),
-            ("tx_packets", "packets the dataplane transmitted", |c| {
-                c.tx_packets
-            }),
-            ("tx_bytes", "bytes the dataplane transmitted", |c| {
-                c.tx_bytes
-            }),
-            ("tx_dropped", "packets the port refused to transmit", |c| {
-                c.tx_dropped
-            }),
-        ];
-        for (name, help, value) in per_interface {
-            let name = format!("contiv_vswitch_dataplane_{name}_total");
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}, per interface\n# TYPE {name} counter"
-            );
-            for (_, port, c) in &self.interface_counters {
-                let _ = writeln!(out, "{name}{{interface=\"{}\"}} {}", label(port), value(c));
-            }
-        }
-        for (drops, name, help) in [
-            (
-                true,
-                "drops",
-                "packets the dataplane dropped, by node and reason",
-            ),
-            (
-                false,
-                "events",
-                "what the dataplane counts besides drops, by node",
-            ),
-        ] {
-            let name = format!("contiv_vswitch_dataplane_{name}_total");
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for (c, n) in self.counters.iter().filter(|(c, _)| c.is_drop() == drops) {
-                let _ = writeln!(
-                    out,
-                    "{name}{{node=\"{}\",reason=\"{}\"}} {n}",
-                    label(c.node()),
-                    label(c.text())
-                );
-            }
-        }
-        let _ = writeln!(
-            out,
-            "# HELP contiv_vswitch_dataplane_nat_sessions source NAT sessions\n# TYPE contiv_vswitch_dataplane_nat_sessions gauge\ncontiv_vswitch_dataplane_nat_sessions {}",
-            self.nat_session_count
-        );
-        out
-    }
+/// One port of the engine, and the engine's counters of it.
+#[derive(Clone, Debug, Default)]
+pub struct PortView {
+    pub index: u16,
+    pub name: String,
+    pub counters: contiv_dataplane::InterfaceCounters,
 }
 
-/// A label value with Prometheus' escapes (backslash, double quote, newline).
-fn label(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// The dataplane's part of `/metrics`: whether the worker answered, and then per
+/// interface, every graph counter by node and reason (drops apart from the
+/// informational ones), and the NAT sessions.
+pub fn render_dataplane_metrics(view: Option<&EngineView>) -> String {
+    use crate::prometheus::{header, sample};
+    let mut out = String::new();
+    let up = "contiv_vswitch_dataplane_up";
+    header(&mut out, up, "gauge", "whether the dataplane answered");
+    sample(&mut out, up, &[], u64::from(view.is_some()));
+    let Some(view) = view else {
+        return out;
+    };
+    type Field = fn(&contiv_dataplane::InterfaceCounters) -> u64;
+    let per_interface: [(&str, &str, Field); 5] = [
+        ("rx_packets", "packets received by the dataplane", |c| {
+            c.rx_packets
+        }),
+        ("rx_bytes", "bytes received by the dataplane", |c| {
+            c.rx_bytes
+        }),
+        ("tx_packets", "packets the dataplane transmitted", |c| {
+            c.tx_packets
+        }),
+        ("tx_bytes", "bytes the dataplane transmitted", |c| {
+            c.tx_bytes
+        }),
+        ("tx_dropped", "packets the port refused to transmit", |c| {
+            c.tx_dropped
+        }),
+    ];
+    for (name, help, value) in per_interface {
+        let name = format!("contiv_vswitch_dataplane_{name}_total");
+        header(
+            &mut out,
+            &name,
+            "counter",
+            &format!("{help}, per interface"),
+        );
+        for p in &view.ports {
+            sample(
+                &mut out,
+                &name,
+                &[("interface", &p.name)],
+                value(&p.counters),
+            );
+        }
+    }
+    for (drops, name, help) in [
+        (
+            true,
+            "contiv_vswitch_dataplane_drops_total",
+            "packets the dataplane dropped, by node and reason",
+        ),
+        (
+            false,
+            "contiv_vswitch_dataplane_events_total",
+            "what the dataplane counts besides drops, by node",
+        ),
+    ] {
+        header(&mut out, name, "counter", help);
+        for (c, n) in view.counters.iter().filter(|(c, _)| c.is_drop() == drops) {
+            sample(
+                &mut out,
+                name,
+                &[("node", c.node()), ("reason", c.text())],
+                *n,
+            );
+        }
+    }
+    let name = "contiv_vswitch_dataplane_nat_sessions";
+    header(&mut out, name, "gauge", "source NAT sessions");
+    sample(&mut out, name, &[], view.nat_session_count as u64);
+    out
 }
 
 /// The most NAT sessions a view lists: a node can hold a hundred thousand, and the dump
@@ -254,12 +258,14 @@ fn apply(engine: &mut Engine, cmd: Command) {
         }
         Command::View(reply) => {
             let sessions = engine.nat_sessions();
-            let ports: Vec<(u16, String)> = (0..contiv_dataplane::MAX_PORTS)
-                .filter_map(|i| engine.port(i).map(|p| (i, p.name().to_string())))
-                .collect();
-            let interface_counters = ports
-                .iter()
-                .map(|(i, name)| (*i, name.clone(), engine.interface_counters(*i)))
+            let ports = (0..contiv_dataplane::MAX_PORTS)
+                .filter_map(|index| {
+                    Some(PortView {
+                        index,
+                        name: engine.port(index)?.name().to_string(),
+                        counters: engine.interface_counters(index),
+                    })
+                })
                 .collect();
             let counters = contiv_dataplane::Counter::ALL
                 .iter()
@@ -269,16 +275,12 @@ fn apply(engine: &mut Engine, cmd: Command) {
                 ports,
                 interfaces: engine.show_interfaces(),
                 errors: engine.show_errors(),
-                packets_received: engine.packets_received(),
-                packets_transmitted: engine.packets_transmitted(),
-                drops: engine.counters().total_drops(),
                 nat_sessions: sessions
                     .iter()
                     .take(MAX_VIEWED_SESSIONS)
                     .map(ToString::to_string)
                     .collect(),
                 nat_session_count: sessions.len(),
-                interface_counters,
                 counters,
             });
         }
@@ -302,19 +304,19 @@ mod tests {
     #[test]
     fn metrics_escape_labels_and_keep_drops_apart() {
         let view = EngineView {
-            interface_counters: vec![(
-                3,
-                "odd\"name\\".into(),
-                InterfaceCounters {
+            ports: vec![PortView {
+                index: 3,
+                name: "odd\"name\\".into(),
+                counters: InterfaceCounters {
                     rx_packets: 7,
                     ..Default::default()
                 },
-            )],
+            }],
             counters: vec![(Counter::Ip4BadChecksum, 2), (Counter::Ip4NoRoute, 5)],
             nat_session_count: 4,
             ..Default::default()
         };
-        let text = view.render_metrics();
+        let text = render_dataplane_metrics(Some(&view));
         let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
         assert!(lines
             .contains(&r#"contiv_vswitch_dataplane_rx_packets_total{interface="odd\"name\\"} 7"#));
@@ -331,6 +333,14 @@ mod tests {
                 .count(),
             1
         );
-        assert_eq!(lines.len(), 5 + 2 + 1, "{text}");
+        assert_eq!(lines.len(), 1 + 5 + 2 + 1, "{text}");
+        assert!(lines.contains(&"contiv_vswitch_dataplane_up 1"));
+        assert_eq!(
+            render_dataplane_metrics(None)
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .collect::<Vec<_>>(),
+            ["contiv_vswitch_dataplane_up 0"]
+        );
     }
 }
