@@ -79,69 +79,75 @@ impl AgentMetrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        for (name, help, v) in [
+        for (name, kind, help, v) in [
             (
                 "contiv_vswitch_cni_add_total",
+                "counter",
                 "CNI ADD calls",
                 g(&self.cni_add),
             ),
             (
                 "contiv_vswitch_cni_del_total",
+                "counter",
                 "CNI DEL calls",
                 g(&self.cni_del),
             ),
             (
                 "contiv_vswitch_cni_check_total",
+                "counter",
                 "CNI CHECK calls",
                 g(&self.cni_check),
             ),
             (
                 "contiv_vswitch_cni_gc_total",
+                "counter",
                 "CNI GC calls",
                 g(&self.cni_gc),
             ),
             (
                 "contiv_vswitch_cni_errors_total",
+                "counter",
                 "CNI calls answered with an error",
                 g(&self.cni_errors),
             ),
             (
                 "contiv_vswitch_add_rollbacks_total",
+                "counter",
                 "ADDs undone because wiring failed",
                 g(&self.add_rollbacks),
             ),
             (
                 "contiv_vswitch_reconcile_failures_total",
+                "counter",
                 "failed reconciler operations",
                 g(&self.reconcile_failures),
             ),
             (
                 "contiv_vswitch_released_departed_total",
+                "counter",
                 "addresses released for pods whose namespace was gone",
                 g(&self.released_departed),
             ),
             (
                 "contiv_vswitch_store_errors_total",
+                "counter",
                 "store requests that failed",
                 g(&self.store_errors),
             ),
-        ] {
-            crate::prometheus::header(&mut out, name, "counter", help);
-            crate::prometheus::sample(&mut out, name, &[], v);
-        }
-        for (name, help, v) in [
             (
                 "contiv_vswitch_pods",
+                "gauge",
                 "pods wired on this node",
                 g(&self.pods),
             ),
             (
                 "contiv_vswitch_ready",
+                "gauge",
                 "whether the agent is serving",
                 u64::from(self.ready.load(Ordering::Relaxed)),
             ),
         ] {
-            crate::prometheus::header(&mut out, name, "gauge", help);
+            crate::prometheus::header(&mut out, name, kind, help);
             crate::prometheus::sample(&mut out, name, &[], v);
         }
         out
